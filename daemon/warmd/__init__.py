@@ -1,0 +1,45 @@
+"""warmd: keep Python GPU pipelines warm.
+
+Public API::
+
+    import warmd
+    with warmd.Client() as client:            # starts a daemon if none answers
+        future = client.submit(fn, *args)     # a concurrent.futures.Future
+        future.result()
+
+    warmd.progress(done, total, message)      # inside a job; no-op elsewhere
+    warmd.cancelled(), warmd.device(), warmd.xp()
+
+The asyncio client lives in ``warmd.aio``. Importing warmd imports neither
+numpy nor cupy.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (DaemonUnavailable, JobExit, JobLost, RemoteError, RequestFailed, UnknownJob,
+                     VersionMismatch, WarmdError)
+from .runtime import cancelled, device, job_id, progress, xp
+
+if TYPE_CHECKING:
+    from .client.events import Finished, Log, Output, Progress, StateChange
+    from .client.outcome import JobCancelled
+    from .client.sync import Client, JobFuture
+
+__all__ = ["Client", "JobFuture", "JobCancelled", "JobExit", "JobLost", "RemoteError",
+           "RequestFailed", "UnknownJob", "VersionMismatch", "DaemonUnavailable", "WarmdError",
+           "Output", "Log", "Progress", "StateChange", "Finished",
+           "progress", "cancelled", "device", "xp", "job_id", "__version__"]
+
+_LAZY = {"Client": "client.sync", "JobFuture": "client.sync", "JobCancelled": "client.outcome",
+         "Output": "client.events", "Log": "client.events", "Progress": "client.events",
+         "StateChange": "client.events", "Finished": "client.events"}
+
+
+def __getattr__(name: str) -> Any:
+    # Clients load on first use, so a worker importing warmd for progress() stays light.
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'warmd' has no attribute {name!r}")

@@ -1,0 +1,245 @@
+"""``warmd.aio.AsyncClient``: the client for asyncio front ends (a Textual TUI, say).
+
+It drives the same sans-I/O core as ``warmd.Client``; only the waiting differs.
+
+    async with AsyncClient() as client:
+        job = await client.submit(fn, x)
+        async for event in job.events():
+            ...
+        value = await job.result()
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from typing import Any, Callable
+
+from .client import jobspec
+from .client.connect import connect, socket_path
+from .client.core import ClientCore, JobItem, Reply, raise_for
+from .client.events import Event, Finished
+from .client.outcome import JobCancelled, result_of
+from .errors import DaemonUnavailable, WarmdError
+from .protocol import Frame
+
+__all__ = ["AsyncClient", "AsyncJob", "JobCancelled"]
+
+
+class AsyncJob:
+    """One job: its id, its events, its result, and cancel."""
+
+    def __init__(self, client: "AsyncClient", job_id: str) -> None:
+        self.client = client
+        self.id = job_id
+        self._events: list[Event] = []
+        self._last_seq = 0
+        self._end: Finished | None = None
+        self._error: BaseException | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def finished(self) -> Finished | None:
+        return self._end
+
+    def done(self) -> bool:
+        return self._end is not None or self._error is not None
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event of the job from its first, live, until the job ends."""
+        i = 0
+        while True:
+            while i < len(self._events):
+                yield self._events[i]
+                i += 1
+            if self.done():
+                return
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def wait(self) -> Finished:
+        while not self.done():
+            self._changed.clear()
+            await self._changed.wait()
+        if self._error is not None:
+            raise self._error
+        return self._end
+
+    async def result(self) -> Any:
+        """The job's return value, or the exception it raised (JobCancelled, JobLost...)."""
+        return result_of(await self.wait())
+
+    async def cancel(self, force: bool = False, *, mode: str | None = None) -> bool:
+        """Cancel the job and return once its processes are gone; False if it had finished."""
+        if self.done():
+            return self._end is not None and self._end.state == "cancelled"
+        outcome = await self.client.cancel(self.id, mode=mode or ("kill" if force else "interrupt"))
+        if outcome in ("cancelled", "removed_from_queue"):
+            end = await self.wait()
+            return end.state == "cancelled"
+        return False
+
+    def _add(self, item: Event | Finished) -> None:
+        if isinstance(item, Finished):
+            if self._end is None:
+                self._end = item
+        elif item.seq > self._last_seq:
+            self._last_seq = item.seq
+            self._events.append(item)
+        self._changed.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._changed.set()
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, client: "AsyncClient") -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.client._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._lost(exc)
+
+
+class AsyncClient:
+    """Submit jobs to warm workers from asyncio code; see ``warmd.Client`` for the options."""
+
+    def __init__(self, socket: str | os.PathLike | None = None, autostart: bool = True, *,
+                 device: int | None = None, name: str = "asyncio",
+                 daemon_args: list[str] | None = None) -> None:
+        self.socket_path = socket_path(socket)
+        self.autostart = autostart
+        self.device = device
+        self.daemon_args = daemon_args
+        self._core = ClientCore(name)
+        self._modules = jobspec.ByValueModules()
+        self._transport: asyncio.Transport | None = None
+        self._welcome: asyncio.Future | None = None
+        self._requests: dict[int, asyncio.Future] = {}
+        self._jobs: dict[str, list[AsyncJob]] = {}
+        self._accepted: dict[int, AsyncJob] = {}  # req -> job made when its reply was routed
+        self._broken: BaseException | None = None
+
+    async def connect(self) -> "AsyncClient":
+        loop = asyncio.get_running_loop()
+        # Connecting may start a daemon (a blocking wait on its ready pipe): keep it off the loop.
+        sock = await asyncio.to_thread(connect, self.socket_path, self.autostart, self.daemon_args)
+        self._welcome = loop.create_future()
+        self._transport, _ = await loop.connect_accepted_socket(lambda: _Connection(self), sock=sock)
+        self._transport.write(self._core.greeting())
+        await self._welcome
+        return self
+
+    async def __aenter__(self) -> "AsyncClient":
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    # -- bytes in
+    def _received(self, data: bytes) -> None:
+        try:
+            deliveries = self._core.receive_data(data)
+        except BaseException as exc:
+            self._lost(exc)
+            if self._transport is not None:
+                self._transport.close()
+            return
+        if self._core.welcome is not None and self._welcome is not None and not self._welcome.done():
+            self._welcome.set_result(self._core.welcome)
+        for delivery in deliveries:
+            if isinstance(delivery, JobItem):
+                jobs = self._jobs.get(delivery.job, [])
+                if isinstance(delivery.item, Finished):
+                    self._jobs.pop(delivery.job, None)
+                for job in jobs:
+                    job._add(delivery.item)
+            else:
+                waiter = self._requests.pop(delivery.req, None)
+                frame = delivery.frame
+                if frame.type == "accepted":
+                    # Follow the job now: its first events may be in this same read.
+                    self._accepted[delivery.req] = self._follow(AsyncJob(self, frame.header["job"]))
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(frame)
+
+    def _lost(self, exc: BaseException | None) -> None:
+        error = exc if isinstance(exc, WarmdError) else self._core.eof()
+        self._broken = error
+        if self._welcome is not None and not self._welcome.done():
+            self._welcome.set_exception(error)
+        for waiter in self._requests.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._requests.clear()
+        for jobs in self._jobs.values():
+            for job in jobs:
+                job._fail(error)
+        self._jobs.clear()
+
+    # -- requests
+    async def _call(self, message: str, payload: bytes = b"", /, **fields: Any) -> Frame:
+        if self._broken is not None:
+            raise self._broken
+        if self._transport is None:
+            raise DaemonUnavailable("not connected: use 'async with AsyncClient()' or await connect()")
+        req, data = self._core.request(message, payload, **fields)
+        waiter = asyncio.get_running_loop().create_future()
+        self._requests[req] = waiter
+        self._transport.write(data)
+        return raise_for(await waiter)
+
+    def _follow(self, job: AsyncJob) -> AsyncJob:
+        self._jobs.setdefault(job.id, []).append(job)
+        return job
+
+    async def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncJob:
+        """Run ``fn(*args, **kwargs)`` on a warm worker; returns once the daemon accepted it."""
+        return await self.submit_job(jobspec.call(fn, args, kwargs, self._modules))
+
+    async def submit_call(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
+                          *, device: int | None = None) -> AsyncJob:
+        return await self.submit_job(jobspec.call(fn, args, kwargs or {}, self._modules), device=device)
+
+    async def run_script(self, path: str, argv: list[str] | None = None, *,
+                         device: int | None = None) -> AsyncJob:
+        return await self.submit_job(jobspec.script(path, argv or []), device=device)
+
+    async def run_code(self, code: str, argv: list[str] | None = None, *,
+                       device: int | None = None) -> AsyncJob:
+        return await self.submit_job(jobspec.code(code, argv or []), device=device)
+
+    async def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None) -> AsyncJob:
+        frame = await self._call("submit", request.payload,
+                                 **request.submit_fields(self.device if device is None else device, True))
+        return self._accepted.pop(frame.header["req"])
+
+    async def attach(self, job_id: str) -> AsyncJob:
+        """Follow a job submitted elsewhere: output so far, the rest live, and its result."""
+        job = self._follow(AsyncJob(self, job_id))
+        try:
+            await self._call("attach", job=job_id)
+        except BaseException:
+            self._jobs.get(job_id, []).remove(job)
+            raise
+        return job
+
+    async def cancel(self, job_id: str, mode: str = "interrupt") -> str:
+        return (await self._call("cancel", job=job_id, mode=mode)).header["outcome"]
+
+    async def ping(self) -> dict[str, Any]:
+        return (await self._call("ping")).header
+
+    async def status(self) -> dict[str, Any]:
+        return {k: v for k, v in (await self._call("status")).header.items() if k not in ("t", "req")}
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        return (await self._call("jobs")).header["jobs"]

@@ -1,0 +1,89 @@
+"""The client's protocol logic without I/O, shared by ``Client`` and ``AsyncClient``.
+
+Feed received bytes to ``receive_data``; it returns deliveries: a ``Reply`` to a
+numbered request, or a ``JobItem`` (event or end) for a job's stream. The
+wrappers only move bytes and wake whoever waits.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from typing import Any, Union
+
+from ..errors import DaemonUnavailable, ProtocolError, RequestFailed, UnknownJob, VersionMismatch
+from ..protocol import (DEFAULT_MAX_PAYLOAD, E_DENIED, E_UNKNOWN_JOB, E_VERSION, Frame, FrameReader,
+                        encode, hello)
+from .events import Event, Finished, from_frame
+
+
+@dataclass(frozen=True)
+class Reply:
+    req: int
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class JobItem:
+    job: str
+    item: Event | Finished
+
+
+Delivery = Union[Reply, JobItem]
+
+
+class ClientCore:
+    def __init__(self, client_name: str, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.client_name = client_name
+        self.reader = FrameReader(max_payload)
+        self.welcome: Frame | None = None
+        self._req = itertools.count(1)
+
+    def greeting(self) -> bytes:
+        return encode(hello(self.client_name, os.getpid()))
+
+    def request(self, message: str, payload: bytes = b"", /, **fields: Any) -> tuple[int, bytes]:
+        req = next(self._req)
+        return req, encode({"t": message, "req": req, **fields}, payload)
+
+    def receive_data(self, data: bytes) -> list[Delivery]:
+        self.reader.receive_data(data)
+        out: list[Delivery] = []
+        while (frame := self.reader.next_frame()) is not None:
+            if self.welcome is None:
+                if frame.type != "welcome":
+                    raise_for(frame)
+                    raise ProtocolError(f"expected a welcome from the daemon, got {frame.type!r}")
+                self.welcome = frame
+                continue
+            if frame.type in ("event", "done"):
+                item = from_frame(frame)
+                if item is not None:
+                    out.append(JobItem(frame.header["job"], item))
+            elif isinstance(frame.get("req"), int):
+                out.append(Reply(frame.header["req"], frame))
+            else:
+                raise_for(frame)
+        return out
+
+    def eof(self) -> Exception:
+        """The error to give every waiter when the daemon closes the connection."""
+        if self.welcome is None:
+            return DaemonUnavailable("the daemon closed the connection during the handshake "
+                                     "(it may be stopping); try again")
+        return DaemonUnavailable("the daemon closed the connection (it stopped or restarted); "
+                                 "jobs keep running there: re-attach with 'warmctl attach JOB'")
+
+
+def raise_for(frame: Frame) -> Frame:
+    """Return a reply frame, or raise the typed error an "error" frame stands for."""
+    if frame.type != "error":
+        return frame
+    code, message = frame.get("code", "error"), frame.get("message", "request failed")
+    if code == E_VERSION:
+        raise VersionMismatch(message)
+    if code == E_UNKNOWN_JOB:
+        raise UnknownJob(code, message)
+    if code == E_DENIED:
+        raise DaemonUnavailable(message)
+    raise RequestFailed(code, message)

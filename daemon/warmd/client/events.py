@@ -1,0 +1,91 @@
+"""What a job streams to its clients, as plain values."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from ..protocol import Frame
+
+
+@dataclass(frozen=True)
+class Output:
+    """Bytes the job wrote to file descriptor 1 ("stdout") or 2 ("stderr")."""
+    job: str
+    seq: int
+    stream: str
+    data: bytes
+
+    @property
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Log:
+    """A ``logging`` record emitted by the job."""
+    job: str
+    seq: int
+    level: int
+    name: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``warmd.progress(done, total, message)`` called by the job."""
+    job: str
+    seq: int
+    done: float
+    total: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class StateChange:
+    job: str
+    seq: int
+    state: str
+    worker_pid: int | None = None
+    device: int | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The job's end: its final state, exit status, error and (pickled) result."""
+    job: str
+    state: str
+    exit_status: int
+    error: dict[str, str] | None
+    payload: bytes = field(repr=False, default=b"")
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def worker_pid(self) -> int | None:
+        return self.info.get("worker_pid")
+
+    @property
+    def token(self) -> str | None:
+        """The warm-up token of the worker that ran the job: equal tokens, same warm state."""
+        return self.info.get("token")
+
+
+Event = Union[Output, Log, Progress, StateChange]
+
+
+def from_frame(frame: Frame) -> Event | Finished | None:
+    h = frame.header
+    if h["t"] == "done":
+        info = {k: v for k, v in h.items() if k not in ("t", "job", "state", "exit_status", "error")}
+        return Finished(h["job"], h["state"], int(h.get("exit_status") or 0), h.get("error"),
+                        frame.payload, info)
+    kind = h.get("kind")
+    job, seq = h["job"], int(h.get("seq", 0))
+    if kind in ("stdout", "stderr"):
+        return Output(job, seq, kind, frame.payload)
+    if kind == "log":
+        return Log(job, seq, int(h.get("level") or 0), str(h.get("name") or ""), str(h.get("message") or ""))
+    if kind == "progress":
+        return Progress(job, seq, h.get("done") or 0, h.get("total"), str(h.get("message") or ""))
+    if kind == "state":
+        return StateChange(job, seq, h.get("state", ""), h.get("worker_pid"), h.get("device"))
+    return None

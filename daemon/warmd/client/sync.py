@@ -1,0 +1,386 @@
+"""``warmd.Client``: a concurrent.futures.Executor whose work runs on the daemon's warm workers."""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any, Callable
+
+from ..channel import Channel
+from ..errors import DaemonUnavailable, WarmdError
+from ..protocol import Frame
+from . import jobspec
+from .connect import connect, socket_path
+from .core import ClientCore, JobItem, Reply, raise_for
+from .events import Event, Finished, Output
+from .outcome import JobCancelled, result_of
+
+_STAGE = {False: "interrupt", True: "kill"}
+
+
+class JobFuture(concurrent.futures.Future):
+    """A Future for one job, with its id, its event stream and a cancel that reaches running jobs."""
+
+    def __init__(self, client: "Client") -> None:
+        super().__init__()
+        self._client = client
+        self._accepted = threading.Event()
+        self._detached = False  # submitted without following (warmctl submit)
+        self._job_id: str | None = None
+        self._error: BaseException | None = None
+        self._events: list[Event] = []
+        self._last_seq = 0
+        self._end: Finished | None = None
+        self._stream = threading.Condition()
+
+    # -- identity
+    @property
+    def job_id(self) -> str:
+        """The daemon's id for this job (waits for the daemon to accept it)."""
+        self._accepted.wait()
+        if self._job_id is None:
+            raise self._error or WarmdError("the job was not accepted")
+        return self._job_id
+
+    @property
+    def finished(self) -> Finished | None:
+        """The job's end record once it ended: state, exit status, worker pid, warm-up token."""
+        return self._end
+
+    # -- streaming
+    def events(self, start: int = 0) -> Iterator[Event]:
+        """The job's output, log, progress and state events from index ``start``, until it ends."""
+        i = start
+        while True:
+            with self._stream:
+                while i >= len(self._events) and self._end is None and self._error is None:
+                    self._stream.wait()
+                batch = self._events[i:]
+                over = self._end is not None or self._error is not None
+            yield from batch
+            i += len(batch)
+            if over and i >= len(self._events):
+                return
+
+    def output(self, stream: str = "stdout") -> str:
+        """All text the job wrote to ``stream`` so far."""
+        with self._stream:
+            return "".join(e.text for e in self._events if isinstance(e, Output) and e.stream == stream)
+
+    # -- cancel
+    def cancel(self, force: bool = False, *, mode: str | None = None) -> bool:
+        """Cancel the job, queued or running; return once its processes are gone.
+
+        True when the job ended cancelled, False when it had already finished.
+        """
+        if self.done():
+            return self.cancelled()
+        outcome = self._client.cancel(self.job_id, mode=mode or _STAGE[force])
+        if outcome in ("cancelled", "removed_from_queue"):
+            with self._stream:
+                while self._end is None and self._error is None:
+                    self._stream.wait()
+            return self.cancelled()
+        return False
+
+    # -- fed by the client's reader thread
+    def _accept(self, job_id: str) -> None:
+        self._job_id = job_id
+        self._accepted.set()
+
+    def _add(self, item: Event | Finished) -> None:
+        with self._stream:
+            if isinstance(item, Finished):
+                if self._end is not None:
+                    return
+                self._end = item
+            else:
+                if item.seq <= self._last_seq:
+                    return  # a replay of what this future already has
+                self._last_seq = item.seq
+                self._events.append(item)
+            self._stream.notify_all()
+        if isinstance(item, Finished):
+            self._settle(item)
+
+    def _settle(self, end: Finished) -> None:
+        try:
+            value = result_of(end)
+        except JobCancelled:
+            super().cancel()
+            self.set_running_or_notify_cancel()
+        except BaseException as exc:
+            self.set_exception(exc)
+        else:
+            self.set_result(value)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._accepted.set()
+        with self._stream:
+            self._stream.notify_all()
+        if not self.done():
+            self.set_exception(exc)
+
+
+class _Pending:
+    __slots__ = ("event", "frame", "error")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.frame: Frame | None = None
+        self.error: BaseException | None = None
+
+
+class Client(concurrent.futures.Executor):
+    """Submit Python calls, scripts and code to warm workers of a warmd daemon.
+
+    ``socket``: the daemon's socket (default as ``warmctl``); ``autostart``: start
+    a daemon when none answers; ``echo``: copy jobs' stdout/stderr to this
+    process's own, as a local pool would.
+    """
+
+    def __init__(self, socket: str | os.PathLike | None = None, autostart: bool = True, *,
+                 echo: bool = False, device: int | None = None, name: str = "python",
+                 daemon_args: list[str] | None = None) -> None:
+        self.socket_path = socket_path(socket)
+        self.echo = echo
+        self.device = device
+        self._core = ClientCore(name)
+        self._modules = jobspec.ByValueModules()
+        self._lock = threading.Lock()
+        self._requests: dict[int, _Pending | JobFuture] = {}
+        self._jobs: dict[str, list[JobFuture]] = {}  # job id -> futures following it
+        self._closed = False
+        self._broken: BaseException | None = None
+        sock = connect(self.socket_path, autostart, daemon_args)
+        self._channel = Channel(sock)
+        try:
+            self._handshake()
+        except BaseException:
+            self._channel.close()
+            raise
+        self._reader = threading.Thread(target=self._read_loop, name="warmd-client", daemon=True)
+        self._reader.start()
+
+    @property
+    def daemon_info(self) -> dict[str, Any]:
+        """What the daemon said in its welcome: version, pid, started_by."""
+        return dict(self._core.welcome.header) if self._core.welcome else {}
+
+    def _handshake(self) -> None:
+        self._channel.sock.sendall(self._core.greeting())
+        while self._core.welcome is None:
+            data = self._channel.sock.recv(65536)
+            if not data:
+                raise self._core.eof()
+            self._core.receive_data(data)
+
+    # ---------------------------------------------------------------- I/O thread
+    def _read_loop(self) -> None:
+        error: BaseException
+        try:
+            while True:
+                data = self._channel.sock.recv(1 << 20)
+                if not data:
+                    error = self._core.eof()
+                    break
+                for delivery in self._core.receive_data(data):
+                    self._deliver(delivery)
+        except BaseException as exc:  # a protocol error or a reset: fail everything pending
+            error = exc if isinstance(exc, WarmdError) else DaemonUnavailable(f"connection to warmd lost: {exc}")
+        with self._lock:
+            self._broken = error
+            waiting = list(self._requests.values()) + [f for fs in self._jobs.values() for f in fs]
+            self._requests.clear()
+        for w in waiting:
+            if isinstance(w, JobFuture):
+                if not w.done():
+                    w._fail(error)
+            else:
+                w.error = error
+                w.event.set()
+
+    def _deliver(self, delivery: Reply | JobItem) -> None:
+        if isinstance(delivery, JobItem):
+            item = delivery.item
+            with self._lock:
+                futures = list(self._jobs.get(delivery.job, ()))
+                if isinstance(item, Finished):
+                    self._jobs.pop(delivery.job, None)
+            if self.echo and isinstance(item, Output):
+                _echo(item)
+            for future in futures:
+                future._add(item)
+            return
+        with self._lock:
+            waiter = self._requests.pop(delivery.req, None)
+        if isinstance(waiter, JobFuture):
+            try:
+                frame = raise_for(delivery.frame)
+            except BaseException as exc:
+                waiter._fail(exc)
+                return
+            if not waiter._detached:
+                self._follow(frame.header["job"], waiter)
+            waiter._accept(frame.header["job"])
+        elif waiter is not None:
+            waiter.frame = delivery.frame
+            waiter.event.set()
+
+    def _send(self, message: str, waiter: _Pending | JobFuture, payload: bytes = b"", /,
+              **fields: Any) -> None:
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            if self._closed:
+                raise RuntimeError("cannot use a Client after shutdown()")
+            req, data = self._core.request(message, payload, **fields)
+            self._requests[req] = waiter
+        with self._channel.send_lock:
+            self._channel.sock.sendall(data)
+
+    def _follow(self, job_id: str, future: JobFuture) -> None:
+        with self._lock:
+            self._jobs.setdefault(job_id, []).append(future)
+
+    def _unfollow(self, job_id: str, future: JobFuture) -> None:
+        with self._lock:
+            futures = self._jobs.get(job_id, [])
+            if future in futures:
+                futures.remove(future)
+            if not futures:
+                self._jobs.pop(job_id, None)
+
+    def _call(self, message: str, /, **fields: Any) -> Frame:
+        pending = _Pending()
+        self._send(message, pending, **fields)
+        pending.event.wait()
+        if pending.error is not None:
+            raise pending.error
+        return raise_for(pending.frame)
+
+    # ---------------------------------------------------------------- submitting
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
+        """Run ``fn(*args, **kwargs)`` on a warm worker (Executor.submit)."""
+        return self.submit_job(jobspec.call(fn, args, kwargs, self._modules))
+
+    def submit_call(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
+                    device: int | None = None) -> JobFuture:
+        """Like ``submit`` with the job's options spelled out (``device`` pins a GPU)."""
+        return self.submit_job(jobspec.call(fn, args, kwargs or {}, self._modules), device=device)
+
+    def run_script(self, path: str, argv: list[str] | None = None, *, device: int | None = None) -> JobFuture:
+        """Run a Python script with runpy, as ``python path argv...`` would."""
+        return self.submit_job(jobspec.script(path, argv or []), device=device)
+
+    def run_code(self, code: str, argv: list[str] | None = None, *, device: int | None = None) -> JobFuture:
+        """Run a code string, as ``python -c code argv...`` would."""
+        return self.submit_job(jobspec.code(code, argv or []), device=device)
+
+    def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None,
+                   attach: bool = True) -> JobFuture:
+        future = JobFuture(self)
+        future._detached = not attach
+        self._send("submit", future, request.payload,
+                   **request.submit_fields(self.device if device is None else device, attach))
+        return future
+
+    def attach(self, job_id: str) -> JobFuture:
+        """A future for a job submitted elsewhere: its output so far, the rest live, its result."""
+        future = JobFuture(self)
+        self._send("attach", future, job=job_id)
+        return future
+
+    def logs(self, job_id: str) -> list[Event]:
+        """The events a job has produced so far, without following it."""
+        future = JobFuture(self)
+        self._follow(job_id, future)
+        try:
+            self._call("logs", job=job_id)  # the reply comes after the replayed events
+        finally:
+            self._unfollow(job_id, future)
+        return list(future._events)
+
+    def wait(self, job_id: str) -> Finished:
+        """Block until the job ends and return its end record (no output)."""
+        future = JobFuture(self)
+        self._follow(job_id, future)
+        try:
+            self._call("wait", job=job_id)
+        except BaseException:
+            self._unfollow(job_id, future)
+            raise
+        with future._stream:
+            while future._end is None and future._error is None:
+                future._stream.wait()
+        if future._error is not None:
+            raise future._error
+        return future._end
+
+    # ---------------------------------------------------------------- control
+    def cancel(self, job_id: str, mode: str = "interrupt", *, interrupt_grace: float | None = None,
+               terminate_grace: float | None = None) -> str:
+        """Cancel a job by id; returns when its processes are gone.
+
+        ``mode``: "interrupt" (SIGINT, then escalate), "terminate" or "kill".
+        Returns "cancelled", "removed_from_queue", "already_finished" or "finished".
+        """
+        fields: dict[str, Any] = {"job": job_id, "mode": mode}
+        if interrupt_grace is not None:
+            fields["interrupt_grace"] = interrupt_grace
+        if terminate_grace is not None:
+            fields["terminate_grace"] = terminate_grace
+        return self._call("cancel", **fields).header["outcome"]
+
+    def ping(self) -> dict[str, Any]:
+        return self._call("ping").header
+
+    def status(self) -> dict[str, Any]:
+        return {k: v for k, v in self._call("status").header.items() if k not in ("t", "req")}
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._call("jobs").header["jobs"]
+
+    def shutdown_daemon(self) -> None:
+        """Ask the daemon to stop (it cancels what runs and exits)."""
+        self._call("shutdown")
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Executor.shutdown: optionally cancel or wait for this client's jobs, then disconnect."""
+        with self._lock:
+            pending = {f for fs in self._jobs.values() for f in fs}
+            pending.update(r for r in self._requests.values() if isinstance(r, JobFuture))
+        if cancel_futures:
+            for future in pending:
+                if not future.done():
+                    try:
+                        future.cancel()
+                    except WarmdError:
+                        pass
+        if wait:
+            concurrent.futures.wait(pending)
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._channel.sock.shutdown(2)
+        except OSError:
+            pass
+        self._reader.join()
+        self._channel.close()
+
+
+def _echo(item: Output) -> None:
+    out = sys.stdout if item.stream == "stdout" else sys.stderr
+    if hasattr(out, "buffer"):
+        out.buffer.write(item.data)
+    else:
+        out.write(item.text)
+    out.flush()

@@ -1,0 +1,207 @@
+"""The daemon's configuration: a TOML file, then command-line overrides.
+
+Every key is declared once in ``SCHEMA`` with its parser and default; the file
+loader, the command-line overrides and warmd.toml(5) all follow that table. An
+unknown key or a bad value is a ConfigError naming ``table.key``.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2,
+          "MIB": 1024**2, "G": 1000**3, "GB": 1000**3, "GIB": 1024**3, "T": 1000**4,
+          "TB": 1000**4, "TIB": 1024**4}
+
+
+def _int(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        return value
+    return parse
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"expected a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from an integer or a string such as "512MiB" or "2G"."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size in bytes, got {value!r}")
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            return int(float(m.group(1)) * _UNITS[(m.group(2) or "").upper()])
+    raise ValueError(f'expected a size such as 1073741824 or "1GiB", got {value!r}')
+
+
+def _memory_limit(value: Any) -> float | int:
+    """A fraction of the device's memory (0 < x <= 1) or a size in bytes; 0 means no limit."""
+    if isinstance(value, float):
+        if 0 < value <= 1:
+            return value
+        raise ValueError(f"a fraction must lie in (0, 1], got {value!r}")
+    return parse_size(value)
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a list of non-empty strings, got {value!r}")
+    return tuple(value)
+
+
+def _hooks(value: Any) -> tuple[str, ...]:
+    hooks = _str_list(value)
+    for hook in hooks:
+        if not re.fullmatch(r"[\w.]+:[\w.]+", hook):
+            raise ValueError(f'hook {hook!r} must look like "package.module:function"')
+    return hooks
+
+
+def _devices(value: Any) -> str | tuple[int, ...]:
+    if value in ("all", "none"):
+        return value
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                       for v in value):
+        if len(set(value)) != len(value):
+            raise ValueError(f"device list repeats an index: {value!r}")
+        return tuple(value)
+    raise ValueError(f'expected "all", "none" or a list of device indices, got {value!r}')
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return value
+    return parse
+
+
+def _log_level(value: Any) -> str:
+    return _choice("debug", "info", "warning", "error")(str(value).lower())
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a path, got {value!r}")
+    return value
+
+
+# table -> key -> (parser, default). The single source of truth for warmd.toml.
+SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
+    "daemon": {
+        "socket": (_path, ""),
+        "result_max_jobs": (_int(1), 1000),
+        "result_max_bytes": (parse_size, 256 * 1024**2),
+        "result_ttl": (_seconds, 3600.0),
+        "idle_exit": (_seconds, 0.0),
+        "max_frame": (parse_size, 256 * 1024**2),
+        "log_level": (_log_level, "info"),
+    },
+    "workers": {
+        "count": (_int(1), 1),
+        "spares": (_int(0), 1),
+        "devices": (_devices, "all"),
+        "workers_per_device": (_int(1), 1),
+        "max_jobs": (_int(0), 0),
+        "max_rss": (parse_size, 0),
+        "warmup_timeout": (_seconds, 600.0),
+        "gpu_memory_limit": (_memory_limit, 0),
+        "gpu_memory_policy": (_choice("keep", "free", "recycle"), "keep"),
+        "gpu_recycle_bytes": (parse_size, 0),
+    },
+    "warmup": {
+        "import": (_str_list, ()),
+        "hooks": (_hooks, ()),
+    },
+    "cancel": {
+        "interrupt_grace": (_seconds, 1.0),
+        "terminate_grace": (_seconds, 1.0),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings: ``values[table][key]``, plus where they came from."""
+
+    values: dict[str, dict[str, Any]]
+    source: str = "defaults"
+    overrides: tuple[str, ...] = field(default=())
+
+    def __getitem__(self, table: str) -> dict[str, Any]:
+        return self.values[table]
+
+    def to_json(self) -> dict[str, Any]:
+        return {t: {k: list(v) if isinstance(v, tuple) else v for k, v in kv.items()}
+                for t, kv in self.values.items()}
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    return {table: {key: default for key, (_, default) in keys.items()} for table, keys in SCHEMA.items()}
+
+
+def set_value(values: dict[str, dict[str, Any]], table: str, key: str, raw: Any, where: str) -> None:
+    """Validate and store one value; the error names ``table.key`` and where it was set."""
+    if table not in SCHEMA:
+        raise ConfigError(f"{where}: unknown table [{table}] (known: {', '.join(SCHEMA)})")
+    if key not in SCHEMA[table]:
+        raise ConfigError(f"{where}: unknown key {table}.{key} (known in [{table}]: "
+                          f"{', '.join(SCHEMA[table])})")
+    parser = SCHEMA[table][key][0]
+    try:
+        values[table][key] = parser(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {table}.{key}: {exc}") from None
+
+
+def load(path: Path | None, overrides: dict[str, Any] | None = None, *,
+         required: bool = False) -> Config:
+    """Read ``path`` (missing means defaults unless ``required``), then apply ``overrides``.
+
+    ``overrides`` maps "table.key" to a raw value, as the command line gives them.
+    """
+    values = defaults()
+    source = "defaults"
+    if path is not None:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            if required:
+                raise ConfigError(f"config file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        else:
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+            for table, keys in data.items():
+                if not isinstance(keys, dict):
+                    raise ConfigError(f"{path}: {table!r} must be a table such as [{table}]")
+                for key, raw in keys.items():
+                    set_value(values, table, key, raw, str(path))
+            source = str(path)
+    applied = []
+    for dotted, raw in (overrides or {}).items():
+        table, key = dotted.split(".", 1)
+        set_value(values, table, key, raw, "command line")
+        applied.append(dotted)
+    return Config(values, source, tuple(applied))
+
+
+def all_keys() -> list[str]:
+    """Every accepted "table.key", for documentation checks."""
+    return [f"{t}.{k}" for t, keys in SCHEMA.items() for k in keys]

@@ -1,0 +1,1 @@
+"""``warmctl``: the command-line client."""

@@ -1,0 +1,294 @@
+"""``warmctl``: talk to the warmd daemon from a shell. One ``cmd_<verb>`` per verb."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from typing import Any, Callable
+
+from .._version import __version__
+from ..errors import (DaemonUnavailable, JobExit, JobLost, ProtocolError, RequestFailed, UnknownJob,
+                      VersionMismatch, WarmdError)
+from . import exitcodes, render
+
+READ_VERBS = ("ping", "status", "jobs", "wait", "logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="warmctl", description="Run jobs on warm workers of the warmd daemon, and manage it.",
+        epilog="A daemon is started automatically when none answers (see --no-autostart). "
+               "See warmctl(1).")
+    p.add_argument("--version", action="version", version=f"warmctl {__version__}")
+    p.add_argument("--socket", metavar="PATH", help="daemon socket (default: $WARMD_SOCKET, else "
+                   "$XDG_RUNTIME_DIR/warmd.sock, else /tmp/warmd-$UID/warmd.sock)")
+    p.add_argument("--no-autostart", action="store_true",
+                   help="fail instead of starting a daemon when none answers")
+    sub = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def verb(name: str, help: str, *, json_flag: bool = False) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        return sp
+
+    verb("ping", "check that the daemon answers", json_flag=True)
+    verb("status", "show the daemon, its workers and job counts", json_flag=True)
+    verb("jobs", "list the jobs the daemon holds", json_flag=True)
+
+    sp = verb("exec", "run a code string on a warm worker and stream its output")
+    sp.add_argument("-c", dest="code", metavar="CODE", required=True, help="Python code to run")
+    _job_options(sp)
+    sp.add_argument("args", nargs=argparse.REMAINDER, help="sys.argv[1:] for the code")
+
+    sp = verb("run", "run a Python script on a warm worker and stream its output")
+    _job_options(sp)
+    sp.add_argument("script", help="the script to run (as python SCRIPT ARGS...)")
+    sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+
+    sp = verb("submit", "queue a script or code string and print only its job id")
+    sp.add_argument("-c", dest="code", metavar="CODE", help="Python code to run")
+    _job_options(sp)
+    sp.add_argument("script", nargs="?", help="the script to run (when -c is not given)")
+    sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script or code")
+
+    sp = verb("attach", "stream a job's output from its start, live, and exit with its status")
+    sp.add_argument("job", help="job id")
+    sp = verb("wait", "wait for a job to end and exit with its status", json_flag=True)
+    sp.add_argument("job", help="job id")
+    sp = verb("logs", "print the output a job has produced so far", json_flag=True)
+    sp.add_argument("job", help="job id")
+
+    sp = verb("cancel", "cancel a job (interrupt, then terminate, then kill)")
+    sp.add_argument("job", help="job id")
+    sp.add_argument("--force", action="store_true", help="kill at once (SIGKILL to the job's processes)")
+    sp.add_argument("--terminate", action="store_true", help="skip the interrupt (SIGTERM, then SIGKILL)")
+    sp.add_argument("--interrupt-grace", type=float, metavar="SECONDS", help="override cancel.interrupt_grace")
+    sp.add_argument("--terminate-grace", type=float, metavar="SECONDS", help="override cancel.terminate_grace")
+
+    verb("shutdown", "stop the daemon (running jobs are cancelled)")
+    _extra_verbs(verb)
+    return p
+
+
+def _job_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--device", type=int, metavar="N", help="run on a worker pinned to GPU N")
+
+
+def _extra_verbs(verb: Callable[..., argparse.ArgumentParser]) -> None:
+    from . import units
+    units.add_verbs(verb)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = COMMANDS.get(args.verb) or _unit_command(args.verb)
+    try:
+        return handler(args)
+    except UnknownJob as exc:
+        return _fail(exitcodes.NO_SUCH_JOB, exc)
+    except VersionMismatch as exc:
+        return _fail(exitcodes.PROTOCOL, exc)
+    except ProtocolError as exc:
+        return _fail(exitcodes.PROTOCOL, exc)
+    except DaemonUnavailable as exc:
+        return _fail(exitcodes.UNAVAILABLE, exc)
+    except (RequestFailed, WarmdError) as exc:
+        return _fail(exitcodes.SOFTWARE, exc)
+    except FileNotFoundError as exc:
+        return _fail(exitcodes.USAGE, exc)
+    except BrokenPipeError:
+        return exitcodes.OK
+
+
+def _unit_command(verb: str) -> Callable[[argparse.Namespace], int]:
+    from . import units
+    return units.COMMANDS[verb]
+
+
+def _fail(code: int, exc: BaseException) -> int:
+    print(f"warmctl: {exc}", file=sys.stderr)
+    return code
+
+
+def _client(args: argparse.Namespace):
+    from ..client.sync import Client
+    return Client(args.socket, autostart=not args.no_autostart, name="warmctl")
+
+
+def _dump(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    import time
+    client = _client(args)
+    start = time.perf_counter()
+    pong = client.ping()
+    elapsed = time.perf_counter() - start
+    info = {"pid": pong["pid"], "version": pong["version"], "seconds": round(elapsed, 6),
+            "started_by": client.daemon_info.get("started_by")}
+    client.close()
+    if args.json:
+        _dump(info)
+    else:
+        print(f"pong from warmd {info['version']} (pid {info['pid']}, started by {info['started_by']}) "
+              f"in {render.duration(elapsed)}")
+    return exitcodes.OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        status = client.status()
+    _dump(status) if args.json else print(render.status_text(status))
+    return exitcodes.OK
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        jobs = client.jobs()
+    _dump(jobs) if args.json else print(render.jobs_text(jobs))
+    return exitcodes.OK
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return follow(client, client.run_code(args.code, _argv(args.args), device=args.device))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return follow(client, client.run_script(args.script, _argv(args.args), device=args.device))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from ..client import jobspec
+    if args.code is None and args.script is None:
+        raise FileNotFoundError("submit needs -c CODE or a SCRIPT")
+    if args.code is not None:
+        extra = ([args.script] if args.script else []) + _argv(args.args)
+        request = jobspec.code(args.code, extra)
+    else:
+        request = jobspec.script(args.script, _argv(args.args))
+    with _client(args) as client:
+        future = client.submit_job(request, device=args.device, attach=False)
+        print(future.job_id)
+    return exitcodes.OK
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        future = client.attach(args.job)
+        future.job_id  # raises UnknownJob before we start following
+        return follow(client, future)
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        end = client.wait(args.job)
+    if args.json:
+        _dump({"job": end.job, "state": end.state, "exit_status": end.exit_status, "error": end.error,
+               **end.info})
+    return exit_status(end)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        events = client.logs(args.job)
+    if args.json:
+        _dump([_event_json(e) for e in events])
+        return exitcodes.OK
+    printer = render.JobPrinter()
+    printer.tty = False  # no progress bar for a replay
+    for event in events:
+        printer.show(event)
+    return exitcodes.OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    mode = "kill" if args.force else "terminate" if args.terminate else "interrupt"
+    with _client(args) as client:
+        outcome = client.cancel(args.job, mode, interrupt_grace=args.interrupt_grace,
+                                terminate_grace=args.terminate_grace)
+    messages = {"cancelled": "cancelled", "removed_from_queue": "cancelled (removed from the queue)",
+                "already_finished": "already finished: nothing to cancel",
+                "finished": "finished before the cancel took effect"}
+    print(f"job {args.job}: {messages.get(outcome, outcome)}")
+    return exitcodes.OK
+
+
+def cmd_shutdown(args: argparse.Namespace) -> int:
+    from ..client.sync import Client
+    try:
+        client = Client(args.socket, autostart=False, name="warmctl")
+    except DaemonUnavailable:
+        print("warmctl: no daemon is running", file=sys.stderr)
+        return exitcodes.OK
+    with client:
+        client.shutdown_daemon()
+    print("warmd is stopping")
+    return exitcodes.OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "ping": cmd_ping, "status": cmd_status, "jobs": cmd_jobs, "exec": cmd_exec, "run": cmd_run,
+    "submit": cmd_submit, "attach": cmd_attach, "wait": cmd_wait, "logs": cmd_logs,
+    "cancel": cmd_cancel, "shutdown": cmd_shutdown,
+}
+
+
+def _argv(rest: list[str]) -> list[str]:
+    return rest[1:] if rest[:1] == ["--"] else list(rest)
+
+
+def _event_json(event: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+    data = asdict(event)
+    if isinstance(data.get("data"), bytes):
+        data["data"] = data["data"].decode(errors="replace")
+    data["type"] = type(event).__name__.lower()
+    return data
+
+
+def follow(client: Any, future: Any) -> int:
+    """Stream a job to the terminal. Ctrl-C once interrupts the job, twice kills it;
+    warmctl itself keeps running until the job has ended."""
+    printer = render.JobPrinter()
+    shown = 0
+    interrupts = 0
+    while True:
+        try:
+            for event in future.events(shown):
+                shown += 1
+                printer.show(event)
+            break
+        except KeyboardInterrupt:
+            interrupts += 1
+            mode = "interrupt" if interrupts == 1 else "kill"
+            hint = " (Ctrl-C again to kill it)" if interrupts == 1 else ""
+            print(f"\nwarmctl: cancelling job {future.job_id}: {mode}{hint}", file=sys.stderr)
+            threading.Thread(target=_cancel_quietly, args=(client, future.job_id, mode),
+                             daemon=True).start()
+    end = future.finished
+    printer.finish(end)
+    return exit_status(end)
+
+
+def _cancel_quietly(client: Any, job_id: str, mode: str) -> None:
+    try:
+        client.cancel(job_id, mode)
+    except WarmdError:
+        pass
+
+
+def exit_status(end: Any) -> int:
+    if end.state == "cancelled":
+        return exitcodes.JOB_CANCELLED
+    if end.state == "lost":
+        return exitcodes.JOB_LOST
+    return end.exit_status
+
+
+def entry() -> None:
+    sys.exit(main())

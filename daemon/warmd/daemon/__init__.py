@@ -1,0 +1,1 @@
+"""The warmd daemon: a supervisor that routes opaque jobs to warm workers."""

@@ -1,0 +1,112 @@
+"""asyncio protocol glue: bytes in, frames to the supervisor; frames out, bytes to the peer."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ProtocolError, VersionMismatch
+from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, FrameReader, encode
+from .listener import peer_credentials
+
+if TYPE_CHECKING:
+    from .pool import WorkerProcess
+    from .supervisor import Supervisor
+
+log = logging.getLogger("warmd")
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, supervisor: "Supervisor", max_payload: int) -> None:
+        self.supervisor = supervisor
+        self.reader = FrameReader(max_payload)
+        self.transport: asyncio.Transport | None = None
+        self.pid: int | None = None
+        self.greeted = False
+        self.closed = False
+        self.accepted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        pid, uid, _ = peer_credentials(transport.get_extra_info("socket"))
+        self.pid = pid
+        if uid != os.getuid():
+            log.warning("refused a connection from pid %d: uid %d is not the daemon's uid %d",
+                        pid, uid, os.getuid(), extra={"CLIENT_PID": pid})
+            self.fail(E_DENIED, f"permission denied: this warmd runs as uid {os.getuid()}; "
+                                "start your own daemon (each user has one)")
+            return
+        self.accepted = True
+        self.supervisor.client_connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.reader.receive_data(data)
+        try:
+            while not self.closed and (frame := self.reader.next_frame()) is not None:
+                self.supervisor.handle(self, frame)
+        except VersionMismatch as exc:
+            self.fail(E_VERSION, str(exc))
+        except ProtocolError as exc:
+            code = E_TOO_LARGE if "exceeds" in str(exc) else E_PROTOCOL
+            log.warning("client pid %s sent bad data: %s", self.pid, exc, extra={"CLIENT_PID": self.pid})
+            self.fail(code, str(exc))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.reader.pending and not self.closed:
+            log.info("client pid %s disconnected in the middle of a frame", self.pid)
+        self.closed = True
+        if self.accepted:
+            self.accepted = False
+            self.supervisor.client_gone(self)
+
+    def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        self.write(encode(header, payload))
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def fail(self, code: str, message: str) -> None:
+        """Tell the peer why, then hang up; the daemon keeps serving everyone else."""
+        self.send({"t": "error", "code": code, "message": message})
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class WorkerConnection(asyncio.Protocol):
+    def __init__(self, supervisor: "Supervisor", worker: "WorkerProcess") -> None:
+        self.supervisor = supervisor
+        self.worker = worker
+        self.reader = FrameReader(supervisor.max_payload)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.worker.connection = self
+        self.supervisor.worker_connected(self.worker)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.receive_data(data)
+        try:
+            while (frame := self.reader.next_frame()) is not None:
+                self.supervisor.worker_frame(self.worker, frame)
+        except ProtocolError as exc:
+            log.error("worker pid %d sent bad data (%s); stopping it", self.worker.pid, exc,
+                      extra={"WORKER_PID": self.worker.pid})
+            self.close()
+            self.supervisor.kill_worker(self.worker)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        if self.transport is not None:
+            self.transport.write(encode(header, payload))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

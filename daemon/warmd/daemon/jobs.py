@@ -1,0 +1,150 @@
+"""Jobs as the daemon sees them, and the table that queues and retains them.
+
+The daemon never looks inside a job's payload or result: both stay bytes.
+Output events are kept pre-encoded so a late ``attach`` replays them verbatim.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..protocol import encode
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = (
+    "queued", "running", "succeeded", "failed", "cancelled", "lost")
+FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, LOST})
+
+
+@dataclass(eq=False)
+class Job:
+    id: str
+    kind: str
+    name: str
+    run_header: dict[str, Any]
+    payload: bytes
+    client_pid: int | None
+    device: int | None
+    submitted: float = field(default_factory=time.time)
+    state: str = QUEUED
+    started: float | None = None
+    finished: float | None = None
+    worker_pid: int | None = None
+    events: list[bytes] = field(default_factory=list)   # encoded "event" frames, seq = index + 1
+    done_frame: bytes | None = None
+    done_header: dict[str, Any] | None = None
+    subscribers: set[Any] = field(default_factory=set)  # connections streaming events
+    waiters: set[Any] = field(default_factory=set)      # connections wanting only "done"
+    cancel: Any = None                                  # daemon.cancel.Cancellation while cancelling
+    fetched: bool = False
+    stored_bytes: int = 0
+
+    @property
+    def finished_state(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def add_event(self, fields: dict[str, Any], payload: bytes = b"") -> bytes:
+        frame = encode({"t": "event", "job": self.id, "seq": len(self.events) + 1, **fields}, payload)
+        self.events.append(frame)
+        self.stored_bytes += len(frame)
+        return frame
+
+    def finish(self, header: dict[str, Any], payload: bytes = b"") -> bytes:
+        self.state = header["state"]
+        self.finished = time.time()
+        self.payload = b""
+        self.done_header = {"t": "done", "job": self.id, "worker_pid": self.worker_pid,
+                            "submitted": self.submitted, "started": self.started,
+                            "finished": self.finished, **header}
+        self.done_frame = encode(self.done_header, payload)
+        self.stored_bytes += len(self.done_frame)
+        return self.done_frame
+
+    def summary(self) -> dict[str, Any]:
+        done = self.done_header or {}
+        return {"id": self.id, "state": self.state, "kind": self.kind, "name": self.name,
+                "submitted": self.submitted, "started": self.started, "finished": self.finished,
+                "worker_pid": self.worker_pid, "client_pid": self.client_pid, "device": self.device,
+                "exit_status": done.get("exit_status"),
+                "error": (done.get("error") or {}).get("message") if done else None,
+                "events": len(self.events)}
+
+
+class JobTable:
+    """Every job the daemon holds: the queue, the running ones, and finished results
+    retained within a count, a byte budget and an age; fetched results go first."""
+
+    def __init__(self, max_jobs: int, max_bytes: int, ttl: float) -> None:
+        self.max_jobs = max_jobs
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self.jobs: dict[str, Job] = {}
+        self.queue: deque[Job] = deque()
+        self.finished: OrderedDict[str, Job] = OrderedDict()
+        self.finished_bytes = 0
+        self.done_count = 0
+
+    def new_id(self) -> str:
+        while (job_id := secrets.token_hex(4)) in self.jobs:
+            pass
+        return job_id
+
+    def add(self, job: Job) -> None:
+        self.jobs[job.id] = job
+        self.queue.append(job)
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def next_for(self, accepts: Callable[[Job], bool]) -> Job | None:
+        """Take the oldest queued job that ``accepts`` says it can run."""
+        for job in self.queue:
+            if accepts(job):
+                self.queue.remove(job)
+                return job
+        return None
+
+    def unqueue(self, job: Job) -> bool:
+        try:
+            self.queue.remove(job)
+            return True
+        except ValueError:
+            return False
+
+    def retire(self, job: Job) -> None:
+        """Record a finished job and evict what the bounds no longer allow."""
+        self.done_count += 1
+        self.finished[job.id] = job
+        self.finished_bytes += job.stored_bytes
+        self.evict()
+
+    def evict(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        for job in list(self.finished.values()):
+            if self.ttl and job.finished is not None and now - job.finished >= self.ttl:
+                self._drop(job)
+        while len(self.finished) > self.max_jobs or self.finished_bytes > self.max_bytes:
+            victim = next((j for j in self.finished.values() if j.fetched),
+                          next(iter(self.finished.values())))
+            self._drop(victim)
+
+    def next_expiry(self) -> float | None:
+        if not self.ttl or not self.finished:
+            return None
+        oldest = next(iter(self.finished.values()))
+        return (oldest.finished or time.time()) + self.ttl
+
+    def _drop(self, job: Job) -> None:
+        del self.finished[job.id]
+        del self.jobs[job.id]
+        self.finished_bytes -= job.stored_bytes
+
+    def running(self) -> list[Job]:
+        return [j for j in self.jobs.values() if j.state == "running"]
+
+    def counts(self) -> dict[str, int]:
+        running = sum(1 for j in self.jobs.values() if j.state == RUNNING)
+        return {"queued": len(self.queue), "running": running, "done": self.done_count,
+                "retained": len(self.finished), "retained_bytes": self.finished_bytes}

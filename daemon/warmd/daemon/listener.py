@@ -1,0 +1,93 @@
+"""The daemon's listening socket: from systemd, or bound here without stealing."""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import AlreadyRunning, ConfigError
+from ..paths import ensure_private_dir
+
+_UCRED = struct.Struct("3i")
+
+
+@dataclass
+class Listener:
+    sock: socket.socket
+    path: Path | None
+    activated: bool  # True when systemd owns the socket (never unlink it then)
+
+    def remove(self) -> None:
+        if self.activated or self.path is None:
+            return
+        try:
+            # Only unlink the path if it is still our socket, not a successor's.
+            if self.path.stat().st_ino == os.fstat(self.sock.fileno()).st_ino:
+                self.path.unlink()
+        except (FileNotFoundError, OSError):
+            pass
+
+
+def from_systemd() -> Listener | None:
+    """The first socket passed by systemd (LISTEN_FDS), or None when not socket-activated."""
+    if not os.environ.get("LISTEN_FDS"):
+        return None
+    from systemd import daemon  # systemd-python
+    fds = daemon.listen_fds(unset_environment=True)
+    if not fds:
+        return None
+    sock = socket.socket(fileno=fds[0])
+    for extra in fds[1:]:
+        os.close(extra)
+    try:
+        name = sock.getsockname()
+    except OSError:
+        name = None
+    path = Path(name) if isinstance(name, str) and name else None
+    return Listener(sock, path, activated=True)
+
+
+def bind(path: Path, backlog: int = 128) -> Listener:
+    """Bind ``path`` 0600 in a private directory; refuse if a live daemon answers there."""
+    ensure_private_dir(path.parent)
+    if path.exists() or path.is_symlink():
+        if _answers(path):
+            raise AlreadyRunning(f"a warmd daemon already answers on {path}; stop it first "
+                                 "('warmctl shutdown') or choose another --socket")
+        path.unlink()  # stale: nobody listens behind it
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise AlreadyRunning(f"{path} was taken by another daemon starting at the same time") from None
+        raise ConfigError(f"cannot bind {path}: {exc.strerror}") from None
+    finally:
+        os.umask(old)
+    sock.listen(backlog)
+    return Listener(sock, path, activated=False)
+
+
+def _answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSOCK, errno.ECONNREFUSED):
+            return False
+        raise
+    finally:
+        probe.close()
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))

@@ -1,0 +1,133 @@
+"""``warmd``: the daemon's entry point. Builds every object, then runs the loop."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from .. import paths, proctree
+from .._version import __version__
+from ..config import Config, load
+from ..errors import WarmdError
+from . import listener as listening
+from .logs import JobOutputLog, setup as setup_logging
+from .notify import Notifier
+from .placement import Placement
+from .supervisor import Supervisor
+
+EXIT_CONFIG = 78      # EX_CONFIG: bad configuration, do not restart in a loop
+EXIT_RUNNING = 75     # EX_TEMPFAIL: another daemon already serves the socket
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="warmd", description="Keep Python (GPU) worker processes warm and run jobs on them.",
+        epilog="Usually started by systemd (warmd.socket) or automatically by warmctl / "
+               "warmd.Client. See warmd(8).")
+    p.add_argument("--version", action="version", version=f"warmd {__version__}")
+    p.add_argument("--socket", metavar="PATH", help="socket to listen on (default: $WARMD_SOCKET, "
+                   "else $XDG_RUNTIME_DIR/warmd.sock, else /tmp/warmd-$UID/warmd.sock)")
+    p.add_argument("--config", metavar="PATH", help="TOML config (default: $WARMD_CONFIG, else "
+                   "$XDG_CONFIG_HOME/warmd/warmd.toml; a missing default file means defaults)")
+    p.add_argument("--workers", type=int, metavar="N", help="jobs that run at once (workers.count)")
+    p.add_argument("--spares", type=int, metavar="N", help="extra warm workers kept idle (workers.spares)")
+    p.add_argument("--preload", action="append", metavar="MODULE", default=[],
+                   help="import MODULE during warm-up (repeatable; added to warmup.import)")
+    p.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                   help="exit after this long with no clients and no jobs (daemon.idle_exit; 0 = never)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="daemon.log_level")
+    p.add_argument("--detach", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    return p
+
+
+def read_config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, object] = {}
+    if args.workers is not None:
+        overrides["workers.count"] = args.workers
+    if args.spares is not None:
+        overrides["workers.spares"] = args.spares
+    if args.idle_exit is not None:
+        overrides["daemon.idle_exit"] = args.idle_exit
+    if args.log_level:
+        overrides["daemon.log_level"] = args.log_level
+    if args.socket:
+        overrides["daemon.socket"] = args.socket
+    path = Path(args.config) if args.config else paths.config_file()
+    config = load(path, overrides, required=bool(args.config))
+    if args.preload:
+        imports = list(config["warmup"]["import"]) + [m for m in args.preload
+                                                      if m not in config["warmup"]["import"]]
+        config = load(path, {**overrides, "warmup.import": imports}, required=bool(args.config))
+    return config
+
+
+def build_placement(config: Config) -> Placement:
+    from ..gpu.inventory import plan_devices
+    workers = config["workers"]
+    devices = plan_devices(workers["devices"])
+    gpu_options = {"gpu_memory_limit": workers["gpu_memory_limit"],
+                   "gpu_memory_policy": workers["gpu_memory_policy"],
+                   "gpu_recycle_bytes": workers["gpu_recycle_bytes"]}
+    return Placement(workers["count"], workers["spares"], devices, workers["workers_per_device"],
+                     gpu_options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    ready = _ReadyPipe(args.ready_fd)
+    if args.detach:
+        _detach()
+    try:
+        config = read_config(args)
+        log = setup_logging(config["daemon"]["log_level"])
+        lst = listening.from_systemd()
+        started_by = "systemd" if lst is not None else ("autostart" if args.detach else "manual")
+        if lst is None:
+            sock_path = Path(config["daemon"]["socket"]) if config["daemon"]["socket"] else paths.default_socket()
+            lst = listening.bind(sock_path)
+        placement = build_placement(config)
+    except WarmdError as exc:
+        print(f"warmd: {exc}", file=sys.stderr)
+        ready.send(f"error: {exc}")
+        from ..errors import AlreadyRunning
+        return EXIT_RUNNING if isinstance(exc, AlreadyRunning) else EXIT_CONFIG
+    proctree.become_subreaper()
+    supervisor = Supervisor(config, lst, started_by, placement, Notifier(), JobOutputLog())
+    log.debug("config from %s", config.source)
+    try:
+        return asyncio.run(supervisor.run(on_listening=lambda: ready.send("ok")))
+    finally:
+        lst.remove()
+
+
+class _ReadyPipe:
+    """Tells an autostarting client that the socket is served (or why it is not)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def send(self, message: str) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, (message + "\n").encode())
+            os.close(self.fd)
+        except OSError:
+            pass
+        self.fd = None
+
+
+def _detach() -> None:
+    """Leave the starting client's session and process tree (the classic double fork)."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+
+
+def entry() -> None:
+    sys.exit(main())

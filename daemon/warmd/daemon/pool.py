@@ -1,0 +1,101 @@
+"""Worker processes as an explicit state machine, and how they are started.
+
+    STARTING --ready--> IDLE --run--> BUSY --done--> IDLE
+        |                 |             |
+   warmup_failed        exit          dies / cancelled by kill
+        v                 v             v
+      FAILED           STOPPING ----> EXITED
+"""
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from .jobs import Job
+
+
+class WorkerState(enum.Enum):
+    STARTING = "warming"
+    IDLE = "idle"
+    BUSY = "busy"
+    STOPPING = "stopping"
+    FAILED = "failed"
+    EXITED = "exited"
+
+
+LIVE = frozenset({WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY})
+
+# Variables that belong to the daemon's own service manager, not to user code.
+_PRIVATE_ENV = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC",
+                "WATCHDOG_PID")
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    slot: int
+    device: int | None
+    popen: subprocess.Popen
+    sock: socket.socket
+    state: WorkerState = WorkerState.STARTING
+    spawned: float = field(default_factory=time.monotonic)
+    token: str | None = None
+    warmup_steps: list[dict[str, Any]] = field(default_factory=list)
+    warmup_seconds: float | None = None
+    jobs_run: int = 0
+    job: Job | None = None
+    error: str | None = None
+    exit_description: str | None = None
+    reaped: bool = False
+    connection: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)  # what warm-up reported beyond timings
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def pgid(self) -> int:
+        return self.popen.pid  # each worker leads its own process group
+
+    def rss(self) -> int | None:
+        if self.reaped:
+            return None
+        try:
+            return psutil.Process(self.pid).memory_info().rss
+        except psutil.Error:
+            return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"slot": self.slot, "pid": self.pid, "pgid": self.pgid, "state": self.state.value,
+                "device": self.device, "token": self.token, "jobs_run": self.jobs_run,
+                "job": self.job.id if self.job else None, "warmup_seconds": self.warmup_seconds,
+                "warmup_steps": self.warmup_steps, "rss": self.rss(), "error": self.error,
+                **self.extra}
+
+
+def spawn(slot: int, device_env: str | None, device: int | None) -> WorkerProcess:
+    """Start a fresh interpreter as a worker, leading its own process group.
+
+    Never forked from the daemon: CUDA state does not survive fork, and a fresh
+    interpreter has none of the daemon's sockets or signal handlers.
+    """
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+    if device_env is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device_env
+    try:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "warmd.worker", "--fd", str(child.fileno())],
+            pass_fds=(child.fileno(),), process_group=0, stdin=subprocess.DEVNULL, env=env)
+    finally:
+        child.close()
+    parent.setblocking(False)
+    return WorkerProcess(slot, device, popen, parent)

@@ -1,0 +1,47 @@
+"""The daemon's state as data (warmctl status --json) and as one human line (STATUS=)."""
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from .._version import __version__
+from .pool import WorkerState
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
+
+
+def build(sup: "Supervisor") -> dict[str, Any]:
+    return {
+        "daemon": {"pid": os.getpid(), "version": __version__, "started_by": sup.started_by,
+                   "socket": str(sup.listener.path) if sup.listener.path else None,
+                   "uptime": round(time.time() - sup.started, 3), "python": sup.python,
+                   "config": sup.config.source, "stopping": sup.stopping},
+        "capacity": {"workers": sup.placement.capacity,
+                     "spares": sup.placement.target - sup.placement.capacity,
+                     "mode": "gpu" if sup.placement.gpu else "cpu"},
+        "devices": [d.to_json() for d in sup.placement.devices],
+        "workers": [w.describe() for w in sorted(sup.workers.values(), key=lambda w: w.slot)],
+        "jobs": sup.jobs.counts(),
+        "warmup_error": sup.warmup_error,
+        "summary": summary_line(sup),
+    }
+
+
+def summary_line(sup: "Supervisor") -> str:
+    """e.g. '2 workers warm (GPU0, GPU1), 1 spare, 1 running, 3 queued, 41 done'."""
+    states = [w.state for w in sup.workers.values()]
+    warm = sum(1 for s in states if s in (WorkerState.IDLE, WorkerState.BUSY))
+    warming = states.count(WorkerState.STARTING)
+    working = min(warm, sup.placement.capacity)
+    spares = warm - working
+    counts = sup.jobs.counts()
+    parts = [f"{working} worker{'s' if working != 1 else ''} warm ({sup.placement.describe()})",
+             f"{spares} spare{'s' if spares != 1 else ''}"]
+    if warming:
+        parts.append(f"{warming} warming")
+    parts += [f"{counts['running']} running", f"{counts['queued']} queued", f"{counts['done']} done"]
+    if sup.warmup_error:
+        parts.append(f"warm-up failing: {sup.warmup_error}")
+    return ", ".join(parts)

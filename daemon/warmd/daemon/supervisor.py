@@ -1,0 +1,737 @@
+"""The supervisor: one asyncio loop that owns the jobs, the workers and the clients.
+
+Signal handlers only schedule work on the loop (as in gunicorn's arbiter); every
+state change happens here, in one thread. The supervisor routes payloads and
+results as opaque bytes and never unpickles them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import psutil
+
+from .. import proctree
+from .._version import __version__
+from ..config import Config
+from ..protocol import (E_BAD_REQUEST, E_NO_WORKERS, E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE,
+                        E_VERSION, CLIENT_MESSAGES, Frame, check_hello, cloudpickle_version,
+                        python_version)
+from . import pool, status
+from .connections import ClientConnection, WorkerConnection
+from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, Job, JobTable
+from .listener import Listener
+from .logs import JobOutputLog
+from .notify import Notifier
+from .placement import Placement
+from .pool import LIVE, WorkerProcess, WorkerState
+
+log = logging.getLogger("warmd")
+
+EXIT_LOST = 125          # exit status of a job whose worker died under it
+EXIT_CANCELLED = 130     # as a shell reports a command ended by Ctrl-C
+_STAGES = ("interrupt", "terminate", "kill")
+_MAX_BACKOFF = 60.0
+
+
+@dataclass(eq=False)
+class Cancellation:
+    """A cancel in progress: how far it has escalated and who waits for its end."""
+    stage: str | None = None
+    interrupt_grace: float = 1.0
+    terminate_grace: float = 1.0
+    requesters: list[tuple[ClientConnection, Any]] = field(default_factory=list)
+    snapshot: list[psutil.Process] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+
+
+class Supervisor:
+    def __init__(self, config: Config, listener: Listener, started_by: str,
+                 placement: Placement, notifier: Notifier, joblog: JobOutputLog) -> None:
+        self.config = config
+        self.listener = listener
+        self.started_by = started_by
+        self.placement = placement
+        self.notifier = notifier
+        self.joblog = joblog
+        daemon_cfg = config["daemon"]
+        self.max_payload = daemon_cfg["max_frame"]
+        self.jobs = JobTable(daemon_cfg["result_max_jobs"], daemon_cfg["result_max_bytes"],
+                             daemon_cfg["result_ttl"])
+        self.workers: dict[int, WorkerProcess] = {}   # by pid, until reaped
+        self.clients: set[ClientConnection] = set()
+        self.started = time.time()
+        self.python = python_version()
+        self.cloudpickle = cloudpickle_version()
+        self.stopping: str | None = None
+        self.exit_code = 0
+        self.backoff = 0.0
+        self.retry_at = 0.0
+        self.warmup_error: str | None = None
+        self._slots = 0
+        self._pending_sweeps = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._done: asyncio.Event | None = None
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self._expiry_handle: asyncio.TimerHandle | None = None
+        self._watchdog_handle: asyncio.TimerHandle | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def run(self, on_listening: Callable[[], None] = lambda: None) -> int:
+        loop = self._loop = asyncio.get_running_loop()
+        self._done = asyncio.Event()
+        loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # a closed terminal must not kill us
+        self._server = await loop.create_unix_server(
+            lambda: ClientConnection(self, self.max_payload), sock=self.listener.sock)
+        self.fill_pool()
+        log.info("warmd %s serving %s (started by %s; %d workers, %d spares)", __version__,
+                 self.listener.path, self.started_by, self.placement.capacity,
+                 self.placement.target - self.placement.capacity)
+        self.notifier.ready(self.summary())
+        on_listening()
+        if self.notifier.watchdog_interval:
+            self._watchdog()
+        self.check_idle()
+        await self._done.wait()
+        return self.exit_code
+
+    def _watchdog(self) -> None:
+        # Pinged from the loop itself, so a wedged loop stops the pings and systemd restarts us.
+        if self.stopping:
+            return
+        self.notifier.watchdog()
+        self._watchdog_handle = self._loop.call_later(self.notifier.watchdog_interval, self._watchdog)
+
+    def request_stop(self, reason: str, *, drain: bool = False) -> None:
+        """Stop accepting, end what is held (cancel it, or with ``drain`` let it finish), exit."""
+        if self.stopping:
+            if reason in ("SIGTERM", "SIGINT"):
+                self._force_stop()
+            return
+        self.stopping = reason
+        log.info("stopping (%s)", reason)
+        if self._server is not None:
+            self._server.close()  # new connections wait in the backlog for the next activation
+        self.listener.remove()
+        self.notifier.stopping(f"stopping ({reason})")
+        if not drain:
+            for job in list(self.jobs.queue):
+                self.jobs.unqueue(job)
+                self.finish_job(job, _cancel_header("the daemon is shutting down"))
+            for job in self.jobs.running():
+                self.cancel(job, "terminate", None, None)
+        for worker in list(self.workers.values()):
+            if worker.state == WorkerState.IDLE:
+                self.stop_worker(worker)
+            elif worker.state == WorkerState.STARTING:
+                self.kill_worker(worker)
+        self.check_stopped()
+
+    def _force_stop(self) -> None:
+        log.warning("second stop request: killing all workers now")
+        for worker in list(self.workers.values()):
+            self.kill_worker(worker)
+
+    def check_stopped(self) -> None:
+        if not self.stopping or self._done is None or self._done.is_set():
+            return
+        if self.jobs.queue or self.jobs.running():
+            return
+        for worker in list(self.workers.values()):
+            if worker.state == WorkerState.IDLE:
+                self.stop_worker(worker)
+        if self.workers or self._pending_sweeps:
+            return
+        if self.stopping == "idle" and self.clients:
+            return  # serve whoever connected during the idle window, then go
+        for conn in list(self.clients):
+            conn.transport.close()
+        log.info("stopped")
+        self._done.set()
+
+    # ---------------------------------------------------------------- workers
+
+    def fill_pool(self) -> None:
+        """Start workers until every placement slot is covered, unless backing off."""
+        if self.stopping:
+            return
+        now = time.monotonic()
+        if now < self.retry_at:
+            if self._retry_handle is None:
+                self._retry_handle = self._loop.call_later(self.retry_at - now, self._retry)
+            return
+        live = [w for w in self.workers.values() if w.state in LIVE]
+        for device in self.placement.missing([w.device for w in live]):
+            self.spawn_worker(device)
+
+    def _retry(self) -> None:
+        self._retry_handle = None
+        self.fill_pool()
+
+    def spawn_worker(self, device: int | None) -> None:
+        self._slots += 1
+        worker = pool.spawn(self._slots, self.placement.visible_devices(device), device)
+        self.workers[worker.pid] = worker
+        log.info("started worker pid %d%s", worker.pid, self.placement.label(device),
+                 extra={"WORKER_PID": worker.pid})
+        self._loop.create_task(self._connect(worker))
+        timeout = self.config["workers"]["warmup_timeout"]
+        if timeout:
+            self._loop.call_later(timeout, self._warmup_deadline, worker)
+        self.notifier.extend_timeout(timeout or 600)
+
+    async def _connect(self, worker: WorkerProcess) -> None:
+        await self._loop.connect_accepted_socket(lambda: WorkerConnection(self, worker), sock=worker.sock)
+
+    def worker_connected(self, worker: WorkerProcess) -> None:
+        warmup = self.config["warmup"]
+        worker.connection.send({"t": "warmup", "imports": list(warmup["import"]),
+                                "hooks": list(warmup["hooks"]), "device": worker.device,
+                                **self.placement.warmup_options()})
+
+    def _warmup_deadline(self, worker: WorkerProcess) -> None:
+        if worker.state == WorkerState.STARTING and not worker.reaped:
+            worker.error = (f"warm-up did not finish within {self.config['workers']['warmup_timeout']:g} s "
+                            "(workers.warmup_timeout)")
+            log.error("worker pid %d: %s", worker.pid, worker.error, extra={"WORKER_PID": worker.pid})
+            self.kill_worker(worker)
+
+    def worker_frame(self, worker: WorkerProcess, frame: Frame) -> None:
+        kind = frame.type
+        job = worker.job
+        if kind == "out":
+            stream = "stdout" if frame.get("fd") == 1 else "stderr"
+            if job is not None:
+                self.job_event(job, {"kind": stream}, frame.payload)
+                self.joblog.output(job.id, worker.pid, stream, frame.payload)
+            else:
+                text = frame.payload.decode(errors="replace").rstrip()
+                if text:
+                    log.info("worker pid %d %s: %s", worker.pid, stream, text,
+                             extra={"WORKER_PID": worker.pid})
+        elif kind == "log" and job is not None:
+            self.job_event(job, {"kind": "log", "level": frame.get("level"), "name": frame.get("name"),
+                                 "message": frame.get("message")})
+            self.joblog.record(job.id, worker.pid, frame.get("level", 20), frame.get("name", ""),
+                               frame.get("message", ""))
+        elif kind == "progress" and job is not None:
+            self.job_event(job, {"kind": "progress", "done": frame.get("done"),
+                                 "total": frame.get("total"), "message": frame.get("message")})
+        elif kind == "done" and job is not None:
+            self.worker_finished_job(worker, frame)
+        elif kind == "ready":
+            worker.state = WorkerState.IDLE
+            worker.token = frame.get("token")
+            worker.warmup_steps = frame.get("steps", [])
+            worker.warmup_seconds = frame.get("seconds")
+            worker.extra = {k: v for k, v in frame.header.items()
+                            if k not in ("t", "token", "steps", "seconds", "pid")}
+            self.backoff = 0.0
+            self.warmup_error = None
+            log.info("worker pid %d warm in %.3f s", worker.pid, worker.warmup_seconds or 0,
+                     extra={"WORKER_PID": worker.pid})
+            self.dispatch()
+        elif kind == "warmup_failed":
+            worker.error = f"warm-up failed at {frame.get('step')}: {frame.get('error')}"
+            log.error("worker pid %d %s\n%s", worker.pid, worker.error, frame.get("traceback", ""),
+                      extra={"WORKER_PID": worker.pid})
+        else:
+            log.warning("worker pid %d sent an unexpected %r frame", worker.pid, kind,
+                        extra={"WORKER_PID": worker.pid})
+        self.update_status()
+
+    def worker_finished_job(self, worker: WorkerProcess, frame: Frame) -> None:
+        job = worker.job
+        worker.job = None
+        worker.jobs_run += 1
+        header = {k: v for k, v in frame.header.items() if k != "t"}
+        header.update(token=worker.token, device=worker.device)
+        self.finish_job(job, header, frame.payload)
+        if worker.state == WorkerState.BUSY:
+            reason = self.recycle_reason(worker, header)
+            if reason:
+                log.info("recycling worker pid %d: %s", worker.pid, reason,
+                         extra={"WORKER_PID": worker.pid})
+                self.stop_worker(worker)
+                self.fill_pool()
+            else:
+                worker.state = WorkerState.IDLE
+        self.dispatch()
+        self.check_stopped()
+
+    def recycle_reason(self, worker: WorkerProcess, done: dict[str, Any]) -> str | None:
+        limits = self.config["workers"]
+        if limits["max_jobs"] and worker.jobs_run >= limits["max_jobs"]:
+            return f"ran {worker.jobs_run} jobs (workers.max_jobs)"
+        if limits["max_rss"]:
+            rss = worker.rss()
+            if rss is not None and rss > limits["max_rss"]:
+                return f"RSS {rss} bytes over workers.max_rss"
+        return self.placement.recycle_reason(done)
+
+    def stop_worker(self, worker: WorkerProcess) -> None:
+        """Ask an idle worker to exit between jobs."""
+        worker.state = WorkerState.STOPPING
+        if worker.connection is not None:
+            worker.connection.send({"t": "exit"})
+        else:
+            self.kill_worker(worker)
+
+    def kill_worker(self, worker: WorkerProcess) -> None:
+        if not worker.reaped:
+            worker.state = WorkerState.STOPPING
+            proctree.signal_group(worker.pgid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        """SIGCHLD: collect every exited child; workers get their exit handled, orphans just go."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            worker = self.workers.pop(pid, None)
+            if worker is not None:
+                self.worker_exited(worker, status)
+        self.update_status()
+
+    def worker_exited(self, worker: WorkerProcess, status: int) -> None:
+        worker.reaped = True
+        worker.popen.returncode = os.waitstatus_to_exitcode(status)
+        worker.exit_description = proctree.describe_status(status)
+        if worker.connection is not None:
+            worker.connection.close()
+        was = worker.state
+        worker.state = WorkerState.EXITED
+        if was == WorkerState.STARTING:
+            self._warmup_failed(worker)
+        else:
+            log.info("worker pid %d exited (%s)", worker.pid, worker.exit_description,
+                     extra={"WORKER_PID": worker.pid})
+        job = worker.job
+        worker.job = None
+        # Whatever the worker left behind re-parented to us (we are a subreaper): kill it all.
+        leftovers = self._orphans()
+        if job is not None and job.cancel is not None:
+            leftovers += job.cancel.snapshot
+        proctree.send(leftovers, signal.SIGKILL)
+        if job is not None:
+            self.after_exit(leftovers, lambda: self._job_worker_died(job, worker))
+        elif leftovers:
+            self.after_exit(leftovers, lambda: None)
+        self.fill_pool()
+        self.dispatch()
+        self.check_stopped()
+
+    def _warmup_failed(self, worker: WorkerProcess) -> None:
+        error = worker.error or f"worker exited during warm-up ({worker.exit_description})"
+        worker.error = error
+        self.warmup_error = error
+        self.backoff = min(max(1.0, self.backoff * 2), _MAX_BACKOFF)
+        self.retry_at = time.monotonic() + self.backoff
+        log.error("worker pid %d failed to warm up: %s; retrying in %g s", worker.pid, error,
+                  self.backoff, extra={"WORKER_PID": worker.pid})
+        if not any(w.state in LIVE for w in self.workers.values()):
+            # Nobody can run the queue now: fail it rather than leave clients waiting blind.
+            for job in list(self.jobs.queue):
+                self.jobs.unqueue(job)
+                self.finish_job(job, _no_worker_header(error))
+
+    def _job_worker_died(self, job: Job, worker: WorkerProcess) -> None:
+        if job.cancel is not None:
+            header = _cancel_header(f"job cancelled; its worker pid {worker.pid} was "
+                                    f"{worker.exit_description}")
+        else:
+            header = {"state": LOST, "exit_status": EXIT_LOST,
+                      "error": {"type": "WorkerDied", "traceback": "",
+                                "message": f"worker pid {worker.pid} died during the job "
+                                           f"({worker.exit_description})"}}
+        header.update(token=worker.token, device=worker.device)
+        self.finish_job(job, header)
+        self.dispatch()
+        self.check_stopped()
+
+    def _orphans(self) -> list[psutil.Process]:
+        """Our children that are not workers, with their descendants: leftovers of dead workers."""
+        try:
+            children = psutil.Process().children()
+        except psutil.Error:
+            return []
+        out = []
+        for child in children:
+            if child.pid in self.workers:
+                continue
+            out.append(child)
+            try:
+                out.extend(child.children(recursive=True))
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    def after_exit(self, procs: list[psutil.Process], callback: Callable[[], None]) -> None:
+        """Call ``callback`` once every process in ``procs`` has exited (pidfd events)."""
+        pending: dict[int, psutil.Process] = {}
+        for proc in proctree.alive(procs):
+            try:
+                fd = os.pidfd_open(proc.pid)
+            except ProcessLookupError:
+                continue
+            if not proc.is_running():  # the pid was recycled between our look and the open
+                os.close(fd)
+                continue
+            pending[fd] = proc
+        if not pending:
+            callback()
+            return
+        self._pending_sweeps += 1
+
+        def exited(fd: int) -> None:
+            self._loop.remove_reader(fd)
+            os.close(fd)
+            pending.pop(fd, None)
+            if not pending:
+                self._pending_sweeps -= 1
+                self.reap()
+                callback()
+                self.check_stopped()
+
+        for fd in pending:
+            self._loop.add_reader(fd, exited, fd)
+
+    # ---------------------------------------------------------------- jobs
+
+    def dispatch(self) -> None:
+        """Hand queued jobs to idle workers, within the running-job capacity."""
+        while self.jobs.queue:
+            busy = [w for w in self.workers.values() if w.state == WorkerState.BUSY]
+            idle = [w for w in self.workers.values() if w.state == WorkerState.IDLE]
+            if not idle or len(busy) >= self.placement.capacity:
+                return
+            chosen: list[WorkerProcess] = []
+
+            def fits(job: Job) -> bool:
+                for worker in idle:
+                    if self.placement.accepts(worker.device, job.device, busy):
+                        chosen.append(worker)
+                        return True
+                return False
+
+            job = self.jobs.next_for(fits)
+            if job is None:
+                return
+            self.start_job(job, chosen[0])
+
+    def start_job(self, job: Job, worker: WorkerProcess) -> None:
+        worker.state = WorkerState.BUSY
+        worker.job = job
+        job.state = RUNNING
+        job.started = time.time()
+        job.worker_pid = worker.pid
+        worker.connection.send({**job.run_header, "t": "run", "job": job.id}, job.payload)
+        job.payload = b""
+        self.job_event(job, {"kind": "state", "state": RUNNING, "worker_pid": worker.pid,
+                             "device": worker.device})
+
+    def job_event(self, job: Job, fields: dict[str, Any], payload: bytes = b"") -> None:
+        frame = job.add_event(fields, payload)
+        for conn in job.subscribers:
+            conn.write(frame)
+
+    def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None:
+        done = job.finish(header, payload)
+        receivers = job.subscribers | job.waiters
+        for conn in receivers:
+            conn.write(done)
+        job.fetched = bool(receivers)
+        job.subscribers.clear()
+        job.waiters.clear()
+        if job.cancel is not None:
+            if job.cancel.timer is not None:
+                job.cancel.timer.cancel()
+            outcome = "cancelled" if job.state == CANCELLED else "finished"
+            for conn, req in job.cancel.requesters:
+                conn.send({"t": "cancelled", "req": req, "job": job.id, "outcome": outcome,
+                           "state": job.state})
+            job.cancel.requesters.clear()
+            job.cancel.snapshot = []
+        self.joblog.finished(job.id, job.worker_pid)
+        log.info("job %s %s (%s)", job.id, job.state, job.name,
+                 extra={"JOB_ID": job.id, "JOB_STATE": job.state,
+                        **({"WORKER_PID": job.worker_pid} if job.worker_pid else {}),
+                        **({"CLIENT_PID": job.client_pid} if job.client_pid else {})})
+        self.jobs.retire(job)
+        self._schedule_expiry()
+        self.update_status()
+        self.check_idle()
+
+    def _schedule_expiry(self) -> None:
+        if self._expiry_handle is not None:
+            self._expiry_handle.cancel()
+            self._expiry_handle = None
+        when = self.jobs.next_expiry()
+        if when is not None:
+            self._expiry_handle = self._loop.call_later(max(0.0, when - time.time()) + 0.01, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry_handle = None
+        self.jobs.evict()
+        self._schedule_expiry()
+
+    def cancel(self, job: Job, stage: str, interrupt_grace: float | None,
+               terminate_grace: float | None, requester: tuple[ClientConnection, Any] | None = None) -> str:
+        """Start or escalate a cancel. Returns "pending", "removed" or "finished"."""
+        if job.finished_state:
+            return "finished"
+        if job.state == QUEUED:
+            self.jobs.unqueue(job)
+            self.finish_job(job, _cancel_header("cancelled before it started"))
+            return "removed"
+        graces = self.config["cancel"]
+        c = job.cancel
+        if c is None:
+            c = job.cancel = Cancellation(
+                interrupt_grace=graces["interrupt_grace"] if interrupt_grace is None else interrupt_grace,
+                terminate_grace=graces["terminate_grace"] if terminate_grace is None else terminate_grace)
+        if requester is not None:
+            c.requesters.append(requester)
+        if c.stage is None or _STAGES.index(stage) > _STAGES.index(c.stage):
+            self._escalate(job, stage)
+        return "pending"
+
+    def _escalate(self, job: Job, stage: str) -> None:
+        c = job.cancel
+        worker = self.workers.get(job.worker_pid or -1)
+        if c is None or job.finished_state or worker is None or worker.reaped:
+            return  # already ending: the exit handler finishes the job
+        if c.timer is not None:
+            c.timer.cancel()
+            c.timer = None
+        c.stage = stage
+        log.info("cancelling job %s: %s", job.id, stage, extra={"JOB_ID": job.id, "WORKER_PID": worker.pid})
+        if stage == "interrupt":
+            proctree.signal_group(worker.pgid, signal.SIGINT)
+            c.timer = self._loop.call_later(c.interrupt_grace, self._escalate, job, "terminate")
+            return
+        # The worker dies with its job: remember every descendant, escaped ones included.
+        worker.state = WorkerState.STOPPING
+        c.snapshot.extend(proctree.descendants(worker.pid))
+        sig = signal.SIGTERM if stage == "terminate" else signal.SIGKILL
+        proctree.signal_group(worker.pgid, sig)
+        proctree.send(c.snapshot, sig)
+        if stage == "terminate":
+            c.timer = self._loop.call_later(c.terminate_grace, self._escalate, job, "kill")
+        self.fill_pool()  # a replacement warms while the spare takes the next job
+
+    # ---------------------------------------------------------------- clients
+
+    def client_connected(self, conn: ClientConnection) -> None:
+        self.clients.add(conn)
+        self.check_idle()
+
+    def client_gone(self, conn: ClientConnection) -> None:
+        self.clients.discard(conn)
+        for job in self.jobs.jobs.values():
+            job.subscribers.discard(conn)
+            job.waiters.discard(conn)
+        self.check_idle()
+        self.check_stopped()
+
+    def handle(self, conn: ClientConnection, frame: Frame) -> None:
+        kind = frame.type
+        req = frame.get("req")
+        if not conn.greeted:
+            if kind != "hello":
+                conn.fail(E_BAD_REQUEST, 'the first frame must be "hello" (handshake)')
+                return
+            problem = check_hello(frame.header, self.python, self.cloudpickle)
+            if problem:
+                log.warning("refused client pid %s: %s", conn.pid, problem, extra={"CLIENT_PID": conn.pid})
+                conn.fail(E_VERSION, problem)
+                return
+            conn.greeted = True
+            conn.send({"t": "welcome", "version": __version__, "pid": os.getpid(),
+                       "started_by": self.started_by})
+            return
+        if kind not in CLIENT_MESSAGES:
+            conn.send({"t": "error", "req": req, "code": E_UNKNOWN_TYPE,
+                       "message": f"unknown message type {kind!r}"})
+            return
+        handler = getattr(self, f"on_{kind}")
+        try:
+            handler(conn, frame, req)
+        except (KeyError, TypeError, ValueError) as exc:
+            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST,
+                       "message": f"bad {kind} request: {type(exc).__name__}: {exc}"})
+
+    def _job_or_error(self, conn: ClientConnection, frame: Frame, req: Any) -> Job | None:
+        job_id = frame.header["job"]
+        job = self.jobs.get(str(job_id))
+        if job is None:
+            conn.send({"t": "error", "req": req, "code": E_UNKNOWN_JOB, "job": job_id,
+                       "message": f"no job {job_id!r}: it never existed here or its result expired "
+                                  "(see 'warmctl jobs')"})
+        return job
+
+    def on_hello(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": "already greeted"})
+
+    def on_ping(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        conn.send({"t": "pong", "req": req, "pid": os.getpid(), "version": __version__})
+
+    def on_submit(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        if self.stopping:
+            conn.send({"t": "error", "req": req, "code": E_SHUTTING_DOWN,
+                       "message": "the daemon is shutting down; submit again in a moment"})
+            return
+        h = frame.header
+        kind = h["kind"]
+        if kind not in ("call", "script", "code"):
+            raise ValueError(f"kind must be call, script or code, not {kind!r}")
+        device = h.get("device")
+        problem = self.placement.check_request(device)
+        if problem:
+            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": problem})
+            return
+        if self.warmup_error and not any(w.state in LIVE for w in self.workers.values()):
+            conn.send({"t": "error", "req": req, "code": E_NO_WORKERS,
+                       "message": _no_worker_header(self.warmup_error)["error"]["message"]})
+            return
+        run = {"kind": kind, "argv": list(h.get("argv") or []), "cwd": h.get("cwd"),
+               "path": h.get("path"), "name": h.get("name")}
+        job = Job(self.jobs.new_id(), kind, str(h.get("name") or kind), run, frame.payload,
+                  conn.pid, device)
+        self.jobs.add(job)
+        if h.get("attach", True):
+            job.subscribers.add(conn)
+        conn.send({"t": "accepted", "req": req, "job": job.id})
+        log.debug("job %s queued (%s)", job.id, job.name, extra={"JOB_ID": job.id, "CLIENT_PID": conn.pid})
+        self.dispatch()
+        self.update_status()
+
+    def on_attach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        job = self._job_or_error(conn, frame, req)
+        if job is None:
+            return
+        since = int(frame.get("since", 0))
+        conn.send({"t": "attached", "req": req, "job": job.id, "state": job.state})
+        for data in job.events[since:]:
+            conn.write(data)
+        if job.finished_state:
+            conn.write(job.done_frame)
+            job.fetched = True
+        else:
+            job.subscribers.add(conn)
+
+    def on_detach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        job = self.jobs.get(str(frame.header["job"]))
+        if job is not None:
+            job.subscribers.discard(conn)
+            job.waiters.discard(conn)
+        conn.send({"t": "detached", "req": req, "job": frame.header["job"]})
+
+    def on_wait(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        job = self._job_or_error(conn, frame, req)
+        if job is None:
+            return
+        conn.send({"t": "waiting", "req": req, "job": job.id, "state": job.state})
+        if job.finished_state:
+            conn.write(job.done_frame)
+            job.fetched = True
+        else:
+            job.waiters.add(conn)
+
+    def on_logs(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        job = self._job_or_error(conn, frame, req)
+        if job is None:
+            return
+        conn.send({"t": "attached", "req": req, "job": job.id, "state": job.state})
+        for data in job.events:
+            conn.write(data)
+        conn.send({"t": "logs_end", "req": req, "job": job.id, "state": job.state})
+
+    def on_cancel(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        job = self._job_or_error(conn, frame, req)
+        if job is None:
+            return
+        mode = frame.get("mode", "interrupt")
+        if mode not in _STAGES:
+            raise ValueError(f"mode must be one of {', '.join(_STAGES)}, not {mode!r}")
+        result = self.cancel(job, mode, _grace(frame.get("interrupt_grace")),
+                             _grace(frame.get("terminate_grace")), (conn, req))
+        if result == "finished":
+            conn.send({"t": "cancelled", "req": req, "job": job.id, "outcome": "already_finished",
+                       "state": job.state})
+        elif result == "removed":
+            conn.send({"t": "cancelled", "req": req, "job": job.id, "outcome": "removed_from_queue",
+                       "state": job.state})
+
+    def on_status(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        conn.send({"t": "status", "req": req, **self.status()})
+
+    def on_jobs(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        conn.send({"t": "jobs", "req": req, "jobs": [j.summary() for j in self.jobs.jobs.values()]})
+
+    def on_shutdown(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        conn.send({"t": "ok", "req": req})
+        self.request_stop(f"shutdown requested by pid {conn.pid}")
+
+    # ---------------------------------------------------------------- idle exit, status
+
+    def check_idle(self) -> None:
+        idle_exit = self.config["daemon"]["idle_exit"]
+        if not idle_exit or self.stopping or self._loop is None:
+            return
+        idle = not self.clients and not self.jobs.queue and not self.jobs.running()
+        if idle and self._idle_handle is None:
+            self._idle_handle = self._loop.call_later(idle_exit, self._idle_timeout)
+        elif not idle and self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
+    def _idle_timeout(self) -> None:
+        self._idle_handle = None
+        if not self.clients and not self.jobs.queue and not self.jobs.running():
+            self.request_stop("idle", drain=True)
+
+    def status(self) -> dict[str, Any]:
+        return status.build(self)
+
+    def summary(self) -> str:
+        return status.summary_line(self)
+
+    def update_status(self) -> None:
+        if self.notifier.enabled and not self.stopping:
+            self.notifier.status(self.summary())
+
+
+def _grace(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if value < 0:
+        raise ValueError("a grace must be >= 0 seconds")
+    return value
+
+
+def _cancel_header(message: str) -> dict[str, Any]:
+    return {"state": CANCELLED, "exit_status": EXIT_CANCELLED,
+            "error": {"type": "Cancelled", "message": message, "traceback": ""}}
+
+
+def _no_worker_header(error: str) -> dict[str, Any]:
+    return {"state": FAILED, "exit_status": 1,
+            "error": {"type": "WarmupError", "traceback": "",
+                      "message": f"no warm worker can run jobs: {error}. Fix the warm-up "
+                                 "configuration, then restart the daemon ('warmctl shutdown')"}}

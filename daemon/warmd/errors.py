@@ -1,0 +1,79 @@
+"""Typed exceptions. Every message says what went wrong and what to do."""
+from __future__ import annotations
+
+
+class WarmdError(Exception):
+    """Base class of every error warmd raises on purpose."""
+
+
+class ConfigError(WarmdError):
+    """A configuration file or command-line value is invalid."""
+
+
+class ProtocolError(WarmdError):
+    """The peer sent bytes that are not a valid warmd frame."""
+
+
+class VersionMismatch(ProtocolError):
+    """Client and daemon cannot talk: protocol, Python or cloudpickle differ."""
+
+
+class DaemonUnavailable(WarmdError):
+    """No daemon answers on the socket and none could be started."""
+
+
+class AlreadyRunning(WarmdError):
+    """A live daemon already answers on the socket this daemon wanted."""
+
+
+class RequestFailed(WarmdError):
+    """The daemon refused a request; ``code`` is the machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UnknownJob(RequestFailed):
+    """No job with this id is known to the daemon (never existed, or expired)."""
+
+
+class JobLost(WarmdError):
+    """The worker running the job died (signal, crash, out of memory)."""
+
+    def __init__(self, job_id: str, message: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobExit(WarmdError):
+    """The job called ``sys.exit(n)`` with a non-zero status."""
+
+    def __init__(self, job_id: str, exit_status: int) -> None:
+        super().__init__(f"job {job_id} exited with status {exit_status}")
+        self.job_id = job_id
+        self.exit_status = exit_status
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker-side traceback text as the ``__cause__`` of a re-raised error."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return "\n\nRemote traceback (in the warmd worker):\n" + self.tb
+
+
+class RemoteError(WarmdError):
+    """A job raised an exception whose type cannot be rebuilt in this process."""
+
+    def __init__(self, type_name: str, message: str, traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}\n\nRemote traceback (in the warmd worker):\n{self.traceback}"

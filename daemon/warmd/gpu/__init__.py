@@ -1,0 +1,1 @@
+"""GPU support. Importing this package never imports cupy or touches CUDA."""

@@ -1,0 +1,151 @@
+"""The warmd wire protocol, without I/O (in the style of h11).
+
+A frame is an 8-byte prefix, a JSON header and opaque payload bytes::
+
+    u8  protocol version      (PROTOCOL_VERSION)
+    u8  reserved, 0
+    u16 header length         (big-endian)
+    u32 payload length        (big-endian)
+    header: UTF-8 JSON object with at least "t", the message type
+    payload: bytes the daemon never interprets (cloudpickled calls and results,
+             raw job output)
+
+``FrameReader`` turns received bytes into ``Frame`` objects; ``encode`` turns a
+header and payload into bytes. The daemon, the worker and both clients use these
+two and nothing else to speak the protocol. See warmd-protocol(7).
+"""
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ProtocolError, VersionMismatch
+
+PROTOCOL_VERSION = 1
+PREFIX = struct.Struct(">BBHI")
+DEFAULT_MAX_PAYLOAD = 256 * 1024 * 1024
+MAX_HEADER = 0xFFFF
+
+# Message types a client may send to the daemon.
+CLIENT_MESSAGES = frozenset({
+    "hello", "ping", "submit", "attach", "detach", "wait", "logs", "cancel",
+    "status", "jobs", "shutdown",
+})
+
+# Error codes in "error" frames.
+E_PROTOCOL = "protocol"
+E_VERSION = "version_mismatch"
+E_TOO_LARGE = "frame_too_large"
+E_UNKNOWN_TYPE = "unknown_message"
+E_BAD_REQUEST = "bad_request"
+E_UNKNOWN_JOB = "unknown_job"
+E_DENIED = "permission_denied"
+E_SHUTTING_DOWN = "shutting_down"
+E_NO_WORKERS = "no_workers"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    header: dict[str, Any]
+    payload: bytes = b""
+
+    @property
+    def type(self) -> str:
+        return self.header["t"]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.header.get(key, default)
+
+
+def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """Serialise one frame. ``header`` must hold "t"."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    if len(head) > MAX_HEADER:
+        raise ProtocolError(f"frame header of {len(head)} bytes exceeds {MAX_HEADER}")
+    return PREFIX.pack(PROTOCOL_VERSION, 0, len(head), len(payload)) + head + payload
+
+
+class FrameReader:
+    """Accumulates bytes and yields complete frames; raises ProtocolError on bad input."""
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._buf = bytearray()
+
+    def receive_data(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet part of a complete frame (non-zero at EOF = truncated)."""
+        return len(self._buf)
+
+    def next_frame(self) -> Frame | None:
+        buf = self._buf
+        if len(buf) < PREFIX.size:
+            return None
+        version, reserved, hlen, plen = PREFIX.unpack_from(buf)
+        if version != PROTOCOL_VERSION:
+            raise VersionMismatch(
+                f"peer speaks warmd protocol {version}, this side speaks {PROTOCOL_VERSION}; "
+                "upgrade warmd so client and daemon match, then restart the daemon "
+                "('warmctl shutdown' or 'systemctl --user restart warmd')")
+        if reserved != 0 or hlen == 0:
+            raise ProtocolError("malformed frame prefix (not a warmd client?)")
+        if plen > self.max_payload:
+            raise ProtocolError(f"frame payload of {plen} bytes exceeds the limit of {self.max_payload}")
+        end = PREFIX.size + hlen + plen
+        if len(buf) < end:
+            return None
+        try:
+            header = json.loads(bytes(buf[PREFIX.size:PREFIX.size + hlen]))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ProtocolError(f"frame header is not JSON: {exc}") from None
+        if not isinstance(header, dict) or not isinstance(header.get("t"), str):
+            raise ProtocolError('frame header must be a JSON object with a string "t"')
+        payload = bytes(buf[PREFIX.size + hlen:end])
+        del buf[:end]
+        return Frame(header, payload)
+
+    def frames(self) -> list[Frame]:
+        out = []
+        while (frame := self.next_frame()) is not None:
+            out.append(frame)
+        return out
+
+
+def python_version() -> str:
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def cloudpickle_version() -> str:
+    # importlib.metadata so the daemon learns the version without importing cloudpickle.
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("cloudpickle")
+    except PackageNotFoundError:
+        return "missing"
+
+
+def hello(client: str, pid: int) -> dict[str, Any]:
+    return {"t": "hello", "proto": PROTOCOL_VERSION, "python": python_version(),
+            "cloudpickle": cloudpickle_version(), "client": client, "pid": pid}
+
+
+def check_hello(header: dict[str, Any], python: str, cloudpickle: str) -> str | None:
+    """Return None when a client's hello is compatible, else a message telling the user what to do."""
+    problems = []
+    if header.get("proto") != PROTOCOL_VERSION:
+        problems.append(f"protocol {header.get('proto')} vs daemon's {PROTOCOL_VERSION}")
+    if header.get("python") != python:
+        problems.append(f"Python {header.get('python')} vs daemon's {python}")
+    if header.get("cloudpickle") != cloudpickle:
+        problems.append(f"cloudpickle {header.get('cloudpickle')} vs daemon's {cloudpickle}")
+    if not problems:
+        return None
+    return ("client and daemon do not match (" + "; ".join(problems) + "). Jobs are pickled, so both "
+            "sides need the same Python minor version and cloudpickle: run the client from the "
+            "daemon's environment, or point the daemon at yours and restart it")

@@ -1,0 +1,67 @@
+"""What a running job can ask of its worker: progress, cancellation, device.
+
+Outside a worker every function is a harmless no-op, so pipeline code can call
+them unconditionally. The worker entry point installs its ``JobContext`` here
+once at start-up; this is the one process-wide binding warmd keeps, because a
+job's code has no other way to reach the worker that runs it.
+"""
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Protocol
+
+
+class JobContext(Protocol):
+    def progress(self, done: float, total: float | None, message: str) -> None: ...
+    def cancelled(self) -> bool: ...
+    def device(self) -> int | None: ...
+    def job_id(self) -> str | None: ...
+
+
+class _Binding:
+    __slots__ = ("context",)
+
+    def __init__(self) -> None:
+        self.context: JobContext | None = None
+
+
+_binding = _Binding()
+
+
+def install(context: JobContext) -> None:
+    """Called by the worker entry point, once."""
+    _binding.context = context
+
+
+def progress(done: float, total: float | None = None, message: str = "") -> None:
+    """Report progress to every client attached to the current job (no-op outside a worker)."""
+    ctx = _binding.context
+    if ctx is not None:
+        ctx.progress(done, total, message)
+
+
+def cancelled() -> bool:
+    """True once a cancel of the current job was requested (for code that polls)."""
+    ctx = _binding.context
+    return ctx.cancelled() if ctx is not None else False
+
+
+def device() -> int | None:
+    """The GPU index this worker is pinned to (as the daemon numbers them), or None in CPU mode."""
+    ctx = _binding.context
+    return ctx.device() if ctx is not None else None
+
+
+def job_id() -> str | None:
+    """The id of the job running now, or None outside a job."""
+    ctx = _binding.context
+    return ctx.job_id() if ctx is not None else None
+
+
+def xp() -> ModuleType:
+    """The array module for this worker: cupy on a GPU worker, numpy otherwise."""
+    if device() is not None:
+        import cupy
+        return cupy
+    import numpy
+    return numpy

@@ -1,0 +1,1 @@
+"""The worker: a warm interpreter that runs one job at a time for the daemon."""

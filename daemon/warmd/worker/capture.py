@@ -1,0 +1,65 @@
+"""Capture file descriptors 1 and 2 of the worker and forward them as frames.
+
+Capturing the descriptors (not sys.stdout) also catches C code and child
+processes. A pump thread forwards data as it arrives; ``flush`` drains the pipes
+under the channel's send lock, so a progress event or a job's end never
+overtakes output the job wrote before it.
+"""
+from __future__ import annotations
+
+import os
+import select
+import sys
+import threading
+
+from ..channel import Channel
+
+_CHUNK = 1 << 16
+
+
+class OutputPump:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._readers: dict[int, int] = {}  # read fd -> target fd (1 or 2)
+        for target in (1, 2):
+            r, w = os.pipe()
+            os.dup2(w, target)
+            os.close(w)
+            os.set_blocking(r, False)
+            self._readers[r] = target
+        # Line-buffer Python's own streams so prints stream live.
+        sys.stdout.reconfigure(line_buffering=True)
+        sys.stderr.reconfigure(line_buffering=True)
+        self._poll = select.poll()
+        for r in self._readers:
+            self._poll.register(r, select.POLLIN)
+        self._thread = threading.Thread(target=self._run, name="warmd-output", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._poll.poll()
+            with self.channel.send_lock:
+                self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        for r, target in self._readers.items():
+            while True:
+                try:
+                    data = os.read(r, _CHUNK)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                self.channel.send_locked({"t": "out", "fd": target}, data)
+
+    def flush_then_send(self, header: dict, payload: bytes = b"") -> None:
+        """Send ``header`` after everything written to fds 1 and 2 so far."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        with self.channel.send_lock:
+            self._drain_locked()
+            self.channel.send_locked(header, payload)

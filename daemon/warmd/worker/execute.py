@@ -1,0 +1,149 @@
+"""Run one job (a pickled call, a script or a code string) and describe its outcome."""
+from __future__ import annotations
+
+import builtins
+import os
+import runpy
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from ..codepaths import is_user_module
+
+
+@dataclass
+class Outcome:
+    state: str                       # succeeded | failed | cancelled
+    exit_status: int = 0
+    error: dict[str, str] | None = None
+    payload: bytes = b""             # pickled result, or pickled exception
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def header(self) -> dict[str, Any]:
+        return {"t": "done", "state": self.state, "exit_status": self.exit_status,
+                "error": self.error, **self.extra}
+
+
+def run(header: dict[str, Any], payload: bytes, is_cancelled) -> Outcome:
+    """Execute the job described by a "run" frame; never raises except KeyboardInterrupt."""
+    saved = _ProcessState.save()
+    try:
+        os.chdir(header.get("cwd") or saved.cwd)
+    except OSError:
+        pass  # the client's directory may not exist for the worker: stay where we are
+    try:
+        result = _dispatch(header, payload)
+    except SystemExit as exc:
+        return _exit_outcome(exc)
+    except KeyboardInterrupt as exc:
+        if is_cancelled():
+            return Outcome("cancelled", 130, _error(exc, "job cancelled"))
+        return _exception_outcome(exc)
+    except BaseException as exc:
+        if is_cancelled():
+            return Outcome("cancelled", 130, _error(exc))
+        return _exception_outcome(exc)
+    finally:
+        saved.restore()
+    try:
+        data = cloudpickle.dumps(result) if header.get("kind") == "call" else b""
+    except Exception as exc:
+        return Outcome("failed", 1, {"type": "PicklingError",
+                                     "message": f"the job's result could not be pickled: {exc}",
+                                     "traceback": traceback.format_exc()})
+    return Outcome("succeeded", 0, None, data)
+
+
+def _dispatch(header: dict[str, Any], payload: bytes) -> Any:
+    kind = header.get("kind")
+    argv = list(header.get("argv") or [])
+    if kind == "call":
+        try:
+            fn, args, kwargs = cloudpickle.loads(payload)
+        except Exception as exc:
+            raise JobLoadError(f"the job could not be unpickled in the worker: "
+                               f"{type(exc).__name__}: {exc}. Is the module installed in the "
+                               "daemon's environment?") from exc
+        return fn(*args, **kwargs)
+    if kind == "script":
+        path = header["path"]
+        sys.argv = [path, *argv]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+        runpy.run_path(path, run_name="__main__")
+        return None
+    if kind == "code":
+        sys.argv = ["-c", *argv]
+        sys.path.insert(0, "")
+        code = compile(payload.decode(), "<warmd -c>", "exec")
+        exec(code, {"__name__": "__main__", "__builtins__": builtins})
+        return None
+    raise JobLoadError(f"unknown job kind {kind!r}")
+
+
+class JobLoadError(Exception):
+    """The worker could not turn the job's payload into something to run."""
+
+
+class _ProcessState:
+    """Interpreter state a job may change that must not leak into the next job."""
+
+    def __init__(self) -> None:
+        self.cwd = os.getcwd()
+        self.argv = list(sys.argv)
+        self.path = list(sys.path)
+        self.modules = set(sys.modules)
+
+    @classmethod
+    def save(cls) -> "_ProcessState":
+        return cls()
+
+    def restore(self) -> None:
+        os.chdir(self.cwd)
+        sys.argv[:] = self.argv
+        sys.path[:] = self.path
+        # Forget the user's own modules this job imported, so the next job re-reads them.
+        for name in [n for n in sys.modules if n not in self.modules]:
+            module = sys.modules.get(name)
+            if module is not None and is_user_module(module):
+                del sys.modules[name]
+
+
+def _error(exc: BaseException, message: str | None = None) -> dict[str, str]:
+    return {"type": _qualname(type(exc)), "message": message if message is not None else str(exc),
+            "traceback": "".join(traceback.format_exception(exc))}
+
+
+def _qualname(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+
+
+def _exception_outcome(exc: BaseException) -> Outcome:
+    # Drop our own frames (run, _dispatch) so the traceback starts at the job's code.
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, "<frozen runpy>"):
+        tb = tb.tb_next
+    exc = exc.with_traceback(tb) if tb is not None else exc
+    try:
+        data = cloudpickle.dumps(exc)
+    except Exception:
+        data = b""
+    return Outcome("failed", 1, _error(exc), data)
+
+
+def _exit_outcome(exc: SystemExit) -> Outcome:
+    code = exc.code
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code & 0xFF if code >= 0 else 1
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    if status == 0:
+        return Outcome("succeeded", 0)
+    return Outcome("failed", status, {"type": "SystemExit", "message": f"exit status {status}",
+                                      "traceback": ""})

@@ -1,0 +1,41 @@
+"""Warm-up: the imports and hook calls a worker runs once, before any job."""
+from __future__ import annotations
+
+import importlib
+import time
+import traceback
+from dataclasses import dataclass
+
+
+@dataclass
+class WarmupFailed(Exception):
+    step: str
+    error: str
+    traceback: str
+
+
+def run_steps(imports: list[str], hooks: list[str]) -> list[dict]:
+    """Run every step in order and time it; raise WarmupFailed naming the step that broke."""
+    steps = []
+    for name in imports:
+        steps.append(_timed(f"import {name}", lambda name=name: importlib.import_module(name)))
+    for hook in hooks:
+        steps.append(_timed(f"hook {hook}", lambda hook=hook: _call_hook(hook)))
+    return steps
+
+
+def _call_hook(spec: str) -> None:
+    module_name, _, attr = spec.partition(":")
+    target = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    target()
+
+
+def _timed(label: str, fn) -> dict:
+    start = time.perf_counter()
+    try:
+        fn()
+    except BaseException as exc:  # a hook calling sys.exit is a failed warm-up too
+        raise WarmupFailed(label, f"{type(exc).__name__}: {exc}", traceback.format_exc()) from None
+    return {"step": label, "seconds": round(time.perf_counter() - start, 6)}
