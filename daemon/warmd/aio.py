@@ -131,6 +131,7 @@ class AsyncClient:
         self._transport, _ = await loop.connect_accepted_socket(lambda: _Connection(self), sock=sock)
         self._transport.write(self._core.greeting())
         await self._welcome
+        self._modules.warm_packages = frozenset(self._core.welcome.get("warm_packages", ()))
         return self
 
     async def __aenter__(self) -> "AsyncClient":

@@ -1,8 +1,12 @@
 """Encoding the three kinds of job a client can submit."""
 from __future__ import annotations
 
+import io
 import os
 import sys
+import threading
+import types
+from collections import ChainMap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,33 +27,32 @@ class JobRequest:
 
 
 class ByValueModules:
-    """Registers the user's own modules with cloudpickle to travel by value.
+    """Decides which modules travel by value: the user's own code.
 
     A warm worker imported nothing of them, so it always runs the code the
-    client has now. Verdicts are cached per module name; only new modules cost.
+    client has now. The exception: packages the daemon's warm-up imports (named
+    in its welcome) hold the warm state and go by reference. Verdicts are cached
+    per module name; only new modules cost.
     """
 
     def __init__(self) -> None:
-        self._seen: set[str] = set()
+        self._verdicts: dict[str, bool] = {}
+        self.warm_packages: frozenset[str] = frozenset()
 
-    def register(self) -> None:
-        import cloudpickle
+    def names(self) -> list[str]:
+        out = []
         for name, module in list(sys.modules.items()):
-            if name in self._seen or module is None:
-                continue
-            self._seen.add(name)
-            if is_user_module(module):
-                try:
-                    cloudpickle.register_pickle_by_value(module)
-                except (ValueError, TypeError):
-                    pass
+            verdict = self._verdicts.get(name)
+            if verdict is None:
+                verdict = self._verdicts[name] = module is not None and is_user_module(module)
+            if verdict and name.split(".")[0] not in self.warm_packages:
+                out.append(name)
+        return out
 
 
 def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: ByValueModules) -> JobRequest:
-    import cloudpickle
-    modules.register()
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    return JobRequest("call", name, cloudpickle.dumps((fn, tuple(args), dict(kwargs))))
+    return JobRequest("call", name, dumps((fn, tuple(args), dict(kwargs)), modules.names()))
 
 
 def script(path: str, argv: list[str]) -> JobRequest:
@@ -62,3 +65,38 @@ def script(path: str, argv: list[str]) -> JobRequest:
 def code(source: str, argv: list[str]) -> JobRequest:
     first = source.strip().splitlines()[0] if source.strip() else ""
     return JobRequest("code", f"-c {first[:40]}", source.encode(), {"argv": list(argv)})
+
+
+_REGISTRY_LOCK = threading.Lock()
+
+
+def dumps(obj: Any, by_value: list[str] = ()) -> bytes:
+    """cloudpickle, with the modules ``by_value`` sent by value for this call only.
+
+    cloudpickle's by-value registry is process-wide, so it is extended and
+    restored under a lock. Code sent by value keeps its file name, so the
+    worker's tracebacks quote the user's source rather than "<dynamic-code>".
+    """
+    import cloudpickle
+
+    base = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+    def reduce_code(code: types.CodeType) -> Any:
+        rebuild, fields = base(code)
+        return rebuild, tuple(code.co_filename if f == "<dynamic-code>" else f for f in fields)
+
+    class Pickler(cloudpickle.Pickler):
+        dispatch_table = ChainMap({types.CodeType: reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+    buf = io.BytesIO()
+    with _REGISTRY_LOCK:
+        already = cloudpickle.list_registry_pickle_by_value()
+        added = [sys.modules[n] for n in by_value if n not in already and n in sys.modules]
+        for module in added:
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            Pickler(buf, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
+        finally:
+            for module in added:
+                cloudpickle.unregister_pickle_by_value(module)
+    return buf.getvalue()

@@ -162,6 +162,7 @@ class Client(concurrent.futures.Executor):
         except BaseException:
             self._channel.close()
             raise
+        self._modules.warm_packages = frozenset(self._core.welcome.get("warm_packages", ()))
         self._reader = threading.Thread(target=self._read_loop, name="warmd-client", daemon=True)
         self._reader.start()
 

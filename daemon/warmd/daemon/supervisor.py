@@ -70,6 +70,10 @@ class Supervisor:
         self.cloudpickle = cloudpickle_version()
         self.stopping: str | None = None
         self.exit_code = 0
+        # Packages warm-up imports: clients send them by reference so jobs see the warm state.
+        warmup = config["warmup"]
+        self.warm_packages = sorted({name.split(":")[0].split(".")[0]
+                                     for name in (*warmup["import"], *warmup["hooks"])})
         self.backoff = 0.0
         self.retry_at = 0.0
         self.warmup_error: str | None = None
@@ -562,7 +566,7 @@ class Supervisor:
                 return
             conn.greeted = True
             conn.send({"t": "welcome", "version": __version__, "pid": os.getpid(),
-                       "started_by": self.started_by})
+                       "started_by": self.started_by, "warm_packages": self.warm_packages})
             return
         if kind not in CLIENT_MESSAGES:
             conn.send({"t": "error", "req": req, "code": E_UNKNOWN_TYPE,

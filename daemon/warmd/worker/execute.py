@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import builtins
+import linecache
 import os
 import runpy
 import sys
@@ -77,7 +78,10 @@ def _dispatch(header: dict[str, Any], payload: bytes) -> Any:
     if kind == "code":
         sys.argv = ["-c", *argv]
         sys.path.insert(0, "")
-        code = compile(payload.decode(), "<warmd -c>", "exec")
+        source = payload.decode()
+        # Let tracebacks quote the code string's lines, as they do for files.
+        linecache.cache["<warmd -c>"] = (len(source), None, source.splitlines(True), "<warmd -c>")
+        code = compile(source, "<warmd -c>", "exec")
         exec(code, {"__name__": "__main__", "__builtins__": builtins})
         return None
     raise JobLoadError(f"unknown job kind {kind!r}")

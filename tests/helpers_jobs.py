@@ -1,0 +1,48 @@
+"""Job functions used by the tests. This file is user code: it travels by value."""
+import logging
+import os
+import subprocess
+import sys
+
+import warmd
+
+WARM = {"value": None}
+
+
+def warm_hook():
+    WARM["value"] = f"warmed-in-{os.getpid()}"
+
+
+def read_warm():
+    return WARM["value"], os.getpid()
+
+
+def add(a, b):
+    return a + b
+
+
+def chatty(n):
+    for i in range(n):
+        print(f"out {i}", flush=True)
+        warmd.progress(i + 1, n, f"step {i + 1}")
+    print("to stderr", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-c", "print('from a child process')"], check=True)
+    logging.getLogger("pipeline").warning("a log record")
+    os.write(1, b"raw fd write\n")
+    return n
+
+
+class PipelineError(Exception):
+    pass
+
+
+def fail(message):
+    raise PipelineError(message)
+
+
+def exit_with(code):
+    sys.exit(code)
+
+
+def pid():
+    return os.getpid()

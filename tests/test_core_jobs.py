@@ -1,0 +1,168 @@
+"""Submitting calls, scripts and code; results, errors, output, progress; warm state."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import warmd
+from warmd.client.events import Log, Output, Progress, StateChange
+
+import helpers_jobs
+
+
+def test_call_returns_result(daemon):
+    with daemon.client() as client:
+        assert client.submit(helpers_jobs.add, 2, 3).result(timeout=30) == 5
+        assert list(client.map(helpers_jobs.add, [1, 2], [10, 20])) == [11, 22]
+
+
+def test_events_arrive_in_order_with_child_output(daemon):
+    with daemon.client() as client:
+        future = client.submit(helpers_jobs.chatty, 3)
+        assert future.result(timeout=30) == 3
+        events = [e for e in future.events() if not isinstance(e, StateChange)]
+    stdout = [e.text for e in events if isinstance(e, Output) and e.stream == "stdout"]
+    joined = "".join(stdout)
+    assert "out 0\nout 1\nout 2\n" in joined
+    assert "from a child process\n" in joined and "raw fd write\n" in joined
+    assert any(isinstance(e, Output) and e.stream == "stderr" and "to stderr" in e.text for e in events)
+    # progress(i) comes after "out i" and before "out i+1": one ordered stream
+    kinds = [(type(e).__name__, e.text if isinstance(e, Output) else getattr(e, "done", None))
+             for e in events if isinstance(e, (Output, Progress)) and getattr(e, "stream", "stdout") == "stdout"]
+    order = [k for k in kinds if k[0] == "Progress" or k[1].startswith("out")]
+    flat = []
+    for name, val in order:
+        flat.extend([("Output", line) for line in val.splitlines()] if name == "Output" else [(name, val)])
+    assert flat[:6] == [("Output", "out 0"), ("Progress", 1), ("Output", "out 1"), ("Progress", 2),
+                        ("Output", "out 2"), ("Progress", 3)]
+    logs = [e for e in events if isinstance(e, Log)]
+    assert logs and logs[0].name == "pipeline" and logs[0].message == "a log record"
+
+
+def test_exception_is_reraised_with_remote_traceback(daemon):
+    with daemon.client() as client:
+        future = client.submit(helpers_jobs.fail, "bad well")
+        with pytest.raises(helpers_jobs.PipelineError, match="bad well") as info:
+            future.result(timeout=30)
+    assert "raise PipelineError(message)" in str(info.value.__cause__)
+
+
+def test_unpicklable_exception_becomes_remote_error(daemon):
+    code = "class Local(Exception):\n    def __reduce__(self): raise TypeError('no')\nraise Local('odd')"
+    with daemon.client() as client:
+        future = client.run_code(code)
+        with pytest.raises(warmd.RemoteError) as info:
+            future.result(timeout=30)
+    assert info.value.type_name == "Local" and info.value.message == "odd"
+    assert "raise Local('odd')" in info.value.traceback
+
+
+def test_sys_exit_status(daemon):
+    with daemon.client() as client:
+        with pytest.raises(warmd.JobExit) as info:
+            client.submit(helpers_jobs.exit_with, 7).result(timeout=30)
+        assert info.value.exit_status == 7
+        assert client.submit(helpers_jobs.exit_with, 0).result(timeout=30) is None
+
+
+def test_script_and_code_through_warmctl(daemon, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        import sys, subprocess, warmd
+        print("args", sys.argv[1:])
+        warmd.progress(1, 2)
+        subprocess.run([sys.executable, "-c", "import sys; print('child err', file=sys.stderr)"])
+        sys.exit(int(sys.argv[1]))
+    """))
+    r = daemon.warmctl("run", str(script), "4", "x")
+    assert r.returncode == 4, r.stderr
+    assert "args ['4', 'x']" in r.stdout
+    assert "child err" in r.stderr
+    r = daemon.warmctl("exec", "-c", "print('hi'); raise KeyError('k')")
+    assert r.returncode == 1
+    assert r.stdout == "hi\n"
+    assert "KeyError: 'k'" in r.stderr and "Traceback" in r.stderr
+
+
+def test_async_client(daemon):
+    import asyncio
+    from warmd.aio import AsyncClient
+
+    async def go():
+        async with AsyncClient(daemon.socket, autostart=False) as client:
+            job = await client.submit(helpers_jobs.chatty, 2)
+            events = [e async for e in job.events()]
+            value = await job.result()
+            bad = await client.submit(helpers_jobs.fail, "async")
+            with pytest.raises(helpers_jobs.PipelineError):
+                await bad.result()
+            code = await client.run_code("print('from code')")
+            await code.result()
+            return value, events, code
+    value, events, code = asyncio.run(go())
+    assert value == 2
+    assert [e.done for e in events if isinstance(e, Progress)] == [1, 2]
+    assert "from code" in "".join(e.text for e in code._events if isinstance(e, Output))
+
+
+def test_warm_state_persists_in_worker(make_daemon):
+    d = make_daemon('[warmup]\nhooks = ["helpers_jobs:warm_hook"]\n[workers]\nspares = 0\n')
+    # the hook module must be importable by the worker: it is in tests/, on PYTHONPATH
+    with d.client() as client:
+        futures = [client.submit(helpers_jobs.read_warm) for _ in range(3)]
+        results = [f.result(timeout=30) for f in futures]
+    pids = {r[1] for r in results}
+    assert len(pids) == 1
+    assert {r[0] for r in results} == {f"warmed-in-{pids.pop()}"}
+    assert len({f.finished.token for f in futures}) == 1
+
+
+def test_editing_a_user_module_changes_the_next_result(daemon, tmp_path):
+    mod = tmp_path / "userstep.py"
+    runner = tmp_path / "runner.py"
+    runner.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import warmd, userstep
+        with warmd.Client({str(daemon.socket)!r}, autostart=False) as c:
+            print(c.submit(userstep.value).result(timeout=30))
+    """))
+    outputs = []
+    for version in (1, 2):
+        mod.write_text(f"def value():\n    return {version}\n")
+        r = subprocess.run([sys.executable, str(runner)], capture_output=True, text=True,
+                           env=daemon.env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        outputs.append(r.stdout.strip())
+    assert outputs == ["1", "2"]
+
+
+def test_script_imports_fresh_sibling_module(daemon, tmp_path):
+    (tmp_path / "main.py").write_text("import helper\nprint(helper.VALUE)\n")
+    for version in ("a", "b"):
+        (tmp_path / "helper.py").write_text(f"VALUE = {version!r}\n")
+        r = daemon.warmctl("run", str(tmp_path / "main.py"))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == version
+
+
+def test_sixteen_clients_at_once(daemon):
+    def one(i):
+        with daemon.client() as client:
+            return client.submit(helpers_jobs.add, i, 1000).result(timeout=60)
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(16)))
+    assert results == [i + 1000 for i in range(16)]
+
+
+def test_sixteen_processes_at_once(daemon):
+    procs = [subprocess.Popen([sys.executable, "-m", "warmd.ctl", "--socket", str(daemon.socket),
+                               "--no-autostart", "exec", "-c", f"print({i} * 3)"],
+                              env=daemon.env, stdout=subprocess.PIPE, text=True) for i in range(16)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert outs == [str(i * 3) for i in range(16)]
+    assert all(p.returncode == 0 for p in procs)
