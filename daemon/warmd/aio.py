@@ -115,7 +115,7 @@ class AsyncClient:
         self.device = device
         self.daemon_args = daemon_args
         self._core = ClientCore(name)
-        self._modules = jobspec.ByValueModules()
+        self._modules = jobspec.UserModules()
         self._transport: asyncio.Transport | None = None
         self._welcome: asyncio.Future | None = None
         self._requests: dict[int, asyncio.Future] = {}

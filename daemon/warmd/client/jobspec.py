@@ -1,16 +1,17 @@
 """Encoding the three kinds of job a client can submit."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import pickle
 import sys
-import threading
 import types
 from collections import ChainMap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..codepaths import is_user_module
+from ..codepaths import is_user_file, is_user_module
 
 
 @dataclass
@@ -26,33 +27,67 @@ class JobRequest:
                 "attach": attach, **self.fields}
 
 
-class ByValueModules:
-    """Decides which modules travel by value: the user's own code.
+class UserModules:
+    """The user's own modules, sent by value (their source) with every call.
 
-    A warm worker imported nothing of them, so it always runs the code the
-    client has now. The exception: packages the daemon's warm-up imports (named
-    in its welcome) hold the warm state and go by reference. Verdicts are cached
-    per module name; only new modules cost.
+    A warm worker then runs exactly the code this client has now, and the
+    modules are real importable modules there, so a job can hand its functions
+    to a ProcessPoolExecutor. Packages the daemon's warm-up imported (named in
+    its welcome) hold the warm state and are left to the worker. Sources are
+    cached by file modification time and size, so unchanged files are not re-read.
     """
 
     def __init__(self) -> None:
         self._verdicts: dict[str, bool] = {}
+        self._sources: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}
         self.warm_packages: frozenset[str] = frozenset()
 
-    def names(self) -> list[str]:
+    def manifest(self) -> list[dict[str, str]]:
         out = []
         for name, module in list(sys.modules.items()):
             verdict = self._verdicts.get(name)
             if verdict is None:
                 verdict = self._verdicts[name] = module is not None and is_user_module(module)
-            if verdict and name.split(".")[0] not in self.warm_packages:
-                out.append(name)
+            if not verdict or name.split(".")[0] in self.warm_packages:
+                continue
+            entry = self._entry(name, module.__file__)
+            if entry is not None:
+                out.append(entry)
         return out
 
+    def _entry(self, name: str, path: str) -> dict[str, str] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (st.st_mtime_ns, st.st_size)
+        cached = self._sources.get(name)
+        if cached is not None and cached[0] == key and cached[1]["path"] == path:
+            return cached[1]
+        if not path.endswith(".py"):
+            return None  # compiled extensions cannot travel as source
+        try:
+            with open(path, "rb") as f:
+                source = f.read()
+        except OSError:
+            return None
+        entry = {"name": name, "path": path, "sha": hashlib.sha256(source).hexdigest(),
+                 "source": source.decode("utf-8", errors="surrogateescape")}
+        self._sources[name] = (key, entry)
+        return entry
 
-def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: ByValueModules) -> JobRequest:
+
+def user_sys_path() -> list[str]:
+    """The client's own import directories, so job code (and its subprocesses) find its modules."""
+    return [os.path.abspath(p or ".") for p in sys.path if is_user_file(os.path.abspath(p or "."))
+            and os.path.isdir(p or ".")]
+
+
+def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules) -> JobRequest:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    return JobRequest("call", name, dumps((fn, tuple(args), dict(kwargs)), modules.names()))
+    inner = dumps((fn, tuple(args), dict(kwargs)))
+    payload = pickle.dumps((modules.manifest(), user_sys_path(), inner), protocol=pickle.HIGHEST_PROTOCOL)
+    return JobRequest("call", name, payload)
 
 
 def script(path: str, argv: list[str]) -> JobRequest:
@@ -67,16 +102,9 @@ def code(source: str, argv: list[str]) -> JobRequest:
     return JobRequest("code", f"-c {first[:40]}", source.encode(), {"argv": list(argv)})
 
 
-_REGISTRY_LOCK = threading.Lock()
-
-
-def dumps(obj: Any, by_value: list[str] = ()) -> bytes:
-    """cloudpickle, with the modules ``by_value`` sent by value for this call only.
-
-    cloudpickle's by-value registry is process-wide, so it is extended and
-    restored under a lock. Code sent by value keeps its file name, so the
-    worker's tracebacks quote the user's source rather than "<dynamic-code>".
-    """
+def dumps(obj: Any) -> bytes:
+    """cloudpickle, except that code pickled by value (functions of ``__main__``)
+    keeps its file name, so worker tracebacks quote it rather than "<dynamic-code>"."""
     import cloudpickle
 
     base = cloudpickle.Pickler.dispatch_table[types.CodeType]
@@ -89,14 +117,5 @@ def dumps(obj: Any, by_value: list[str] = ()) -> bytes:
         dispatch_table = ChainMap({types.CodeType: reduce_code}, cloudpickle.Pickler.dispatch_table)
 
     buf = io.BytesIO()
-    with _REGISTRY_LOCK:
-        already = cloudpickle.list_registry_pickle_by_value()
-        added = [sys.modules[n] for n in by_value if n not in already and n in sys.modules]
-        for module in added:
-            cloudpickle.register_pickle_by_value(module)
-        try:
-            Pickler(buf, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
-        finally:
-            for module in added:
-                cloudpickle.unregister_pickle_by_value(module)
+    Pickler(buf, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
     return buf.getvalue()

@@ -149,7 +149,7 @@ class Client(concurrent.futures.Executor):
         self.echo = echo
         self.device = device
         self._core = ClientCore(name)
-        self._modules = jobspec.ByValueModules()
+        self._modules = jobspec.UserModules()
         self._lock = threading.Lock()
         self._requests: dict[int, _Pending | JobFuture] = {}
         self._jobs: dict[str, list[JobFuture]] = {}  # job id -> futures following it
@@ -364,6 +364,11 @@ class Client(concurrent.futures.Executor):
         if wait:
             concurrent.futures.wait(pending)
         self.close()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        # On an error, do not wait for jobs: they belong to the daemon and keep running there.
+        self.shutdown(wait=exc_type is None)
+        return False
 
     def close(self) -> None:
         with self._lock:

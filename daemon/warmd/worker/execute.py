@@ -4,6 +4,7 @@ from __future__ import annotations
 import builtins
 import linecache
 import os
+import pickle
 import runpy
 import sys
 import traceback
@@ -13,6 +14,7 @@ from typing import Any
 import cloudpickle
 
 from ..codepaths import is_user_module
+from .usercode import UserCode
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Outcome:
                 "error": self.error, **self.extra}
 
 
-def run(header: dict[str, Any], payload: bytes, is_cancelled) -> Outcome:
+def run(header: dict[str, Any], payload: bytes, is_cancelled, usercode: UserCode) -> Outcome:
     """Execute the job described by a "run" frame; never raises except KeyboardInterrupt."""
     saved = _ProcessState.save()
     try:
@@ -36,7 +38,7 @@ def run(header: dict[str, Any], payload: bytes, is_cancelled) -> Outcome:
     except OSError:
         pass  # the client's directory may not exist for the worker: stay where we are
     try:
-        result = _dispatch(header, payload)
+        result = _dispatch(header, payload, usercode)
     except SystemExit as exc:
         return _exit_outcome(exc)
     except KeyboardInterrupt as exc:
@@ -48,6 +50,7 @@ def run(header: dict[str, Any], payload: bytes, is_cancelled) -> Outcome:
             return Outcome("cancelled", 130, _error(exc))
         return _exception_outcome(exc)
     finally:
+        usercode.clear()
         saved.restore()
     try:
         data = cloudpickle.dumps(result) if header.get("kind") == "call" else b""
@@ -58,12 +61,15 @@ def run(header: dict[str, Any], payload: bytes, is_cancelled) -> Outcome:
     return Outcome("succeeded", 0, None, data)
 
 
-def _dispatch(header: dict[str, Any], payload: bytes) -> Any:
+def _dispatch(header: dict[str, Any], payload: bytes, usercode: UserCode) -> Any:
     kind = header.get("kind")
     argv = list(header.get("argv") or [])
     if kind == "call":
         try:
-            fn, args, kwargs = cloudpickle.loads(payload)
+            manifest, paths, call = pickle.loads(payload)
+            usercode.install(manifest)
+            sys.path[:0] = [p for p in paths if p not in sys.path]
+            fn, args, kwargs = cloudpickle.loads(call)
         except Exception as exc:
             raise JobLoadError(f"the job could not be unpickled in the worker: "
                                f"{type(exc).__name__}: {exc}. Is the module installed in the "
@@ -108,10 +114,11 @@ class _ProcessState:
         os.chdir(self.cwd)
         sys.argv[:] = self.argv
         sys.path[:] = self.path
-        # Forget the user's own modules this job imported, so the next job re-reads them.
+        # Forget the user's own modules this job imported from disk, so the next job re-reads
+        # them; modules the client sent by value stay, checked against its next manifest.
         for name in [n for n in sys.modules if n not in self.modules]:
             module = sys.modules.get(name)
-            if module is not None and is_user_module(module):
+            if module is not None and is_user_module(module) and not hasattr(module, "__warmd_sha__"):
                 del sys.modules[name]
 
 

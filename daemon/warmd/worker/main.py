@@ -11,9 +11,11 @@ import argparse
 import logging
 import os
 import secrets
+import select
 import signal
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -21,6 +23,7 @@ from .. import proctree, runtime
 from ..channel import Channel
 from . import execute
 from .capture import OutputPump
+from .usercode import UserCode, warm_modules
 from .warmup import WarmupFailed, run_steps
 
 EXIT_WARMUP_FAILED = 3  # reserved: the daemon backs off instead of respawning at once
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=args.fd)
     channel = Channel(sock)
     proctree.become_subreaper()
+    _watch_daemon(sock)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until a job runs
 
     setup = channel.recv()
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     spare = proctree.snapshot_identities()  # helpers started by warm-up stay warm
+    usercode = UserCode(warm_modules())
     pump.flush_then_send({"t": "ready", "pid": os.getpid(), "token": secrets.token_hex(8),
                           "steps": steps, "seconds": round(time.perf_counter() - started, 6)})
     signal.signal(signal.SIGINT, context.on_sigint)
@@ -116,18 +121,34 @@ def main(argv: list[str] | None = None) -> int:
         if frame is None or frame.type == "exit":
             return 0
         if frame.type == "run":
-            run_job(frame.header, frame.payload, context, spare)
+            run_job(frame.header, frame.payload, context, spare, usercode)
+
+
+def _watch_daemon(sock: socket.socket) -> None:
+    """If the daemon dies, take the job's processes down with this worker.
+
+    The main thread may be deep in a job and not reading the socket; this thread
+    only waits for the peer's hang-up (POLLRDHUP consumes nothing).
+    """
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLRDHUP)
+        poller.poll()
+        proctree.kill_descendants()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="warmd-daemon-watch", daemon=True).start()
 
 
 def run_job(header: dict[str, Any], payload: bytes, context: WorkerContext,
-            spare: frozenset[tuple[int, float]]) -> None:
+            spare: frozenset[tuple[int, float]], usercode: UserCode) -> None:
     started = time.perf_counter()
     context.cancel_requested = False
     outcome = None
     try:
         context.current_job = header["job"]
         try:
-            outcome = execute.run(header, payload, context.cancelled)
+            outcome = execute.run(header, payload, context.cancelled, usercode)
         finally:
             context.current_job = None
     except KeyboardInterrupt:

@@ -1,0 +1,76 @@
+"""The user's modules as a job's client sent them (by value), importable for real.
+
+Before a call is unpickled, stale copies are dropped from ``sys.modules`` and an
+import hook serves the client's sources, so the job's functions are ordinary
+module members (picklable by reference, as multiprocessing needs). A module whose
+source is unchanged since the last job is kept, with its state, like any warm module.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import os
+import sys
+from types import ModuleType
+
+from ..codepaths import is_user_module
+
+_SHA = "__warmd_sha__"
+
+
+class _SourceLoader(importlib.abc.Loader):
+    def __init__(self, entry: dict[str, str]) -> None:
+        self.entry = entry
+
+    def create_module(self, spec):  # default module creation
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        entry = self.entry
+        setattr(module, _SHA, entry["sha"])
+        code = compile(entry["source"], entry["path"], "exec", dont_inherit=True)
+        exec(code, module.__dict__)
+
+
+class UserCode(importlib.abc.MetaPathFinder):
+    """Serves the modules of the current job's manifest; inert between jobs."""
+
+    def __init__(self, warm: set[str]) -> None:
+        self.warm = warm               # modules loaded by warm-up: never replaced
+        self.entries: dict[str, dict[str, str]] = {}
+        sys.meta_path.insert(0, self)
+
+    def install(self, manifest: list[dict[str, str]]) -> None:
+        self.entries = {e["name"]: e for e in manifest}
+        for name in [n for n in sys.modules if n not in self.warm]:
+            module = sys.modules.get(name)
+            entry = self.entries.get(name)
+            if entry is not None:
+                if getattr(module, _SHA, None) != entry["sha"]:
+                    del sys.modules[name]  # edited since: load the client's version
+            elif module is not None and getattr(module, _SHA, None) is not None:
+                del sys.modules[name]      # sent by an earlier client, not by this one
+
+    def clear(self) -> None:
+        self.entries = {}
+
+    def find_spec(self, name, path=None, target=None):
+        entry = self.entries.get(name)
+        if entry is None:
+            return None
+        is_package = os.path.basename(entry["path"]) == "__init__.py"
+        spec = importlib.util.spec_from_loader(name, _SourceLoader(entry), origin=entry["path"],
+                                               is_package=is_package)
+        spec.has_location = True
+        if is_package:
+            spec.submodule_search_locations = [os.path.dirname(entry["path"])]
+        return spec
+
+
+def warm_modules() -> set[str]:
+    """Names loaded so far (at the end of warm-up): these stay as they are."""
+    return set(sys.modules)
+
+
+def is_job_module(module: ModuleType) -> bool:
+    return is_user_module(module)
