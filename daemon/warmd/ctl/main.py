@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import queue
+import signal
 import sys
 import threading
 from typing import Any, Callable
@@ -253,33 +256,38 @@ def _event_json(event: Any) -> dict[str, Any]:
 
 def follow(client: Any, future: Any) -> int:
     """Stream a job to the terminal. Ctrl-C once interrupts the job, twice kills it;
-    warmctl itself keeps running until the job has ended."""
+    warmctl itself keeps running until the job has ended, then exits with its status."""
     printer = render.JobPrinter()
-    shown = 0
-    interrupts = 0
-    while True:
-        try:
-            for event in future.events(shown):
-                shown += 1
-                printer.show(event)
-            break
-        except KeyboardInterrupt:
-            interrupts += 1
-            mode = "interrupt" if interrupts == 1 else "kill"
-            hint = " (Ctrl-C again to kill it)" if interrupts == 1 else ""
-            print(f"\nwarmctl: cancelling job {future.job_id}: {mode}{hint}", file=sys.stderr)
-            threading.Thread(target=_cancel_quietly, args=(client, future.job_id, mode),
-                             daemon=True).start()
+    requests: queue.SimpleQueue = queue.SimpleQueue()
+    presses = [0]
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        # Only note the press: SimpleQueue.put is safe here, and no exception unwinds us.
+        presses[0] += 1
+        mode = "interrupt" if presses[0] == 1 else "kill"
+        hint = " (Ctrl-C again to kill it)" if presses[0] == 1 else ""
+        os.write(2, f"\nwarmctl: cancelling job {future.job_id}: {mode}{hint}\n".encode())
+        requests.put(mode)
+
+    def canceller() -> None:
+        while (mode := requests.get()) is not None:
+            try:
+                client.cancel(future.job_id, mode)
+            except WarmdError:
+                pass
+
+    thread = threading.Thread(target=canceller, name="warmctl-cancel", daemon=True)
+    thread.start()
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        for event in future.events():
+            printer.show(event)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        requests.put(None)
     end = future.finished
     printer.finish(end)
     return exit_status(end)
-
-
-def _cancel_quietly(client: Any, job_id: str, mode: str) -> None:
-    try:
-        client.cancel(job_id, mode)
-    except WarmdError:
-        pass
 
 
 def exit_status(end: Any) -> int:

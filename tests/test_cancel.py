@@ -1,0 +1,240 @@
+"""Cancel kills exactly one job's processes, quickly, and leaves warmd warm."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import warmd
+from warmd.client.events import Output
+
+import helpers_cancel
+
+FAST = "[cancel]\ninterrupt_grace = 0.3\nterminate_grace = 0.3\n"
+
+
+def job_pids(future) -> list[int]:
+    """The pids a job prints as a 'PIDS ...' line, awaited from its output stream."""
+    text = ""
+    for event in future.events():
+        if isinstance(event, Output) and event.stream == "stdout":
+            text += event.text  # a line may arrive in pieces (another thread may flush mid-print)
+            for line in text.splitlines(keepends=True):
+                if line.startswith("PIDS") and line.endswith("\n"):
+                    return [int(x) for x in line.split()[1:]]
+    raise AssertionError(f"job ended before reporting its pids: {future.finished}")
+
+
+def gone(pids: list[int]) -> bool:
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
+def warm_tokens(client) -> set[str]:
+    return {w["token"] for w in client.status()["workers"] if w["state"] in ("idle", "busy")}
+
+
+def wait_for_workers(client, count: int, deadline: float = 30.0) -> list[dict]:
+    """Workers warm up on their own schedule; the daemon pushes no event for it, so poll status."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        workers = [w for w in client.status()["workers"] if w["state"] in ("idle", "busy")]
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {count} warm workers after {deadline} s")
+
+
+def test_cancel_kills_the_whole_tree_and_nothing_else(make_daemon, tmp_path):
+    d = make_daemon(FAST, "--workers", "2", "--spares", "1")
+    fifo = tmp_path / "release"
+    os.mkfifo(fifo)
+    with d.client() as client:
+        wait_for_workers(client, 3)
+        before = warm_tokens(client)
+        other = client.submit(helpers_cancel.wait_for_file, str(fifo))
+        other_pid = job_pids(other)[0]
+        victim = client.submit(helpers_cancel.pool_with_escapee)
+        pids = job_pids(victim)
+        worker_pid, tree = pids[0], pids[1:]
+        assert len(tree) == 6 and all(psutil.pid_exists(p) for p in tree)
+        assert psutil.Process(tree[1]).getpgid() != worker_pid if hasattr(psutil.Process, "getpgid") \
+            else os.getpgid(tree[1]) != worker_pid  # the grandchild really left the group
+
+        assert victim.cancel() is True
+        assert victim.cancelled()
+        assert gone(tree), [p for p in tree if psutil.pid_exists(p)]
+        assert victim.finished.state == "cancelled"
+        # untouched: the daemon, this client, the other job and its worker
+        assert psutil.pid_exists(d.pid) and psutil.pid_exists(other_pid)
+        assert not other.done()
+        with open(fifo, "w") as f:
+            f.write("released")
+        assert other.result(timeout=30) == "released"
+        # the next job runs on a worker that was warm before the cancel
+        nxt = client.submit(helpers_cancel.quick, 1)
+        assert nxt.result(timeout=30) == 1
+        assert nxt.finished.token in before
+
+
+def test_cooperative_cancel_keeps_the_worker_warm(make_daemon):
+    d = make_daemon(FAST, "--spares", "0")
+    with d.client() as client:
+        job = client.submit(helpers_cancel.sleeper_with_child)
+        worker_pid, child = job_pids(job)
+        token = wait_for_workers(client, 1)[0]["token"]
+        assert job.cancel() is True
+        assert gone([child])
+        assert psutil.pid_exists(worker_pid)
+        nxt = client.submit(helpers_cancel.token_and_pid)
+        assert nxt.result(timeout=30) == worker_pid
+        assert nxt.finished.token == token
+
+
+def test_stuck_job_is_killed_after_both_graces(make_daemon):
+    d = make_daemon(FAST)
+    with d.client() as client:
+        wait_for_workers(client, 2)
+        job = client.submit(helpers_cancel.stuck)
+        (worker_pid,) = job_pids(job)
+        start = time.monotonic()
+        assert client.cancel(job.job_id) == "cancelled"
+        assert time.monotonic() - start >= 0.6  # it took the interrupt and terminate graces
+        assert job.exception if job.cancelled() else False
+        assert gone([worker_pid])
+        assert job.finished.state == "cancelled"
+        assert "SIGKILL" in job.finished.error["message"]
+        workers = wait_for_workers(client, 2)
+        assert worker_pid not in {w["pid"] for w in workers}  # a replacement appeared
+
+
+def test_forced_cancel_goes_straight_to_sigkill(make_daemon):
+    d = make_daemon("[cancel]\ninterrupt_grace = 30\nterminate_grace = 30\n")
+    with d.client() as client:
+        job = client.submit(helpers_cancel.cooperative)
+        (worker_pid,) = job_pids(job)
+        start = time.monotonic()
+        assert job.cancel(force=True) is True
+        assert time.monotonic() - start < 10  # did not wait out a 30 s grace
+        assert gone([worker_pid])
+
+
+def test_cancel_edge_cases(daemon):
+    with daemon.client() as client:
+        done = client.submit(helpers_cancel.quick, 5)
+        assert done.result(timeout=30) == 5
+        assert client.cancel(done.job_id) == "already_finished"
+        assert done.cancel() is False
+        with pytest.raises(warmd.UnknownJob):
+            client.cancel("nosuchjob")
+        # racing a job's own end is never an error
+        for _ in range(20):
+            f = client.submit(helpers_cancel.quick, 1)
+            assert client.cancel(f.job_id) in ("cancelled", "finished", "already_finished",
+                                               "removed_from_queue")
+            f.exception(timeout=30) if not f.cancelled() else None
+        assert client.ping()["pid"] == daemon.pid
+
+
+def test_cancel_queued_job_and_from_another_client(make_daemon):
+    d = make_daemon(FAST, "--spares", "0")
+    with d.client() as a, d.client() as b:
+        running = a.submit(helpers_cancel.cooperative)
+        job_pids(running)
+        queued = a.submit(helpers_cancel.quick, 1)
+        assert b.cancel(queued.job_id) == "removed_from_queue"
+        assert queued.cancelled()
+        assert b.cancel(running.job_id) == "cancelled"  # any client may cancel
+        running.exception(timeout=30) if not running.cancelled() else None
+        assert running.cancelled()
+
+
+def test_worker_killed_from_outside_makes_the_job_lost(daemon):
+    with daemon.client() as client:
+        job = client.submit(helpers_cancel.cooperative)
+        (worker_pid,) = job_pids(job)
+        os.kill(worker_pid, signal.SIGKILL)
+        with pytest.raises(warmd.JobLost, match="SIGKILL"):
+            job.result(timeout=30)
+        assert job.finished.state == "lost"
+        assert client.submit(helpers_cancel.quick, 2).result(timeout=30) == 2
+
+
+def test_async_cancel(daemon):
+    import asyncio
+    from warmd.aio import AsyncClient
+
+    async def go():
+        async with AsyncClient(daemon.socket, autostart=False) as client:
+            job = await client.submit(helpers_cancel.sleeper_with_child)
+            text = ""
+            async for event in job.events():
+                text += event.text if isinstance(event, Output) else ""
+                if text.startswith("PIDS") and text.endswith("\n"):
+                    pids = [int(x) for x in text.split()[1:]]
+                    break
+            assert await job.cancel() is True
+            with pytest.raises(warmd.JobCancelled):
+                await job.result()
+            return pids
+    pids = asyncio.run(go())
+    assert gone(pids[1:])
+
+
+def test_warmctl_ctrl_c_interrupts_then_kills(daemon):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "warmd.ctl", "--socket", str(daemon.socket), "--no-autostart", "exec",
+         "-c", "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+               "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('started', flush=True)\n"
+               "while True: pass"],
+        env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "started\n"
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # the job ignores SIGINT: the second Ctrl-C forces it
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "cancelling job" in err and "kill" in err
+
+
+def test_status_shows_worker_details(daemon):
+    r = daemon.warmctl("status", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    status = json.loads(r.stdout)
+    for w in status["workers"]:
+        assert {"pid", "pgid", "state", "jobs_run", "warmup_seconds", "rss"} <= w.keys()
+        assert w["pid"] == w["pgid"]
+    assert status["daemon"]["pid"] == daemon.pid
+
+
+@pytest.mark.slow
+def test_two_hundred_cancel_cycles_leave_nothing_behind(make_daemon):
+    d = make_daemon("[cancel]\ninterrupt_grace = 0.05\nterminate_grace = 0.05\n")
+    kinds = [helpers_cancel.sleeper_with_child, helpers_cancel.stuck, helpers_cancel.cooperative]
+    seen: list[int] = []
+    with d.client() as client:
+        client.submit(helpers_cancel.quick, 0).result(timeout=30)
+        rss_before = psutil.Process(d.pid).memory_info().rss
+        for i in range(200):
+            job = client.submit(kinds[i % 3])
+            seen += job_pids(job)
+            assert job.cancel(force=(i % 5 == 0)) is True
+        client.submit(helpers_cancel.quick, 0).result(timeout=30)
+        rss_after = psutil.Process(d.pid).memory_info().rss
+        workers = {w["pid"] for w in client.status()["workers"]}
+    strays = [p for p in set(seen) - workers if not gone([p])]
+    assert strays == []
+    children = {p.pid for p in psutil.Process(d.pid).children(recursive=True)}
+    assert children <= workers | {c.pid for w in workers if psutil.pid_exists(w)
+                                  for c in psutil.Process(w).children(recursive=True)}
+    assert rss_after - rss_before < 8 * 1024 * 1024, (rss_before, rss_after)
