@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("warmd")
 
+_LINGER = 5.0  # seconds a refused peer gets to read our error before we close
+
 
 class ClientConnection(asyncio.Protocol):
     def __init__(self, supervisor: "Supervisor", max_payload: int) -> None:
@@ -26,6 +28,7 @@ class ClientConnection(asyncio.Protocol):
         self.greeted = False
         self.closed = False
         self.accepted = False
+        self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -55,6 +58,8 @@ class ClientConnection(asyncio.Protocol):
             self.fail(code, str(exc))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
         if self.reader.pending and not self.closed:
             log.info("client pid %s disconnected in the middle of a frame", self.pid)
         self.closed = True
@@ -70,11 +75,23 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def fail(self, code: str, message: str) -> None:
-        """Tell the peer why, then hang up; the daemon keeps serving everyone else."""
+        """Tell the peer why, then hang up; the daemon keeps serving everyone else.
+
+        Half-close and drain rather than close: closing with the peer's bytes
+        unread would reset the connection and lose the error before it is read.
+        """
         self.send({"t": "error", "code": code, "message": message})
         self.closed = True
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._linger = asyncio.get_running_loop().call_later(_LINGER, self.transport.close)
+        else:
             self.transport.close()
+
+    def eof_received(self) -> bool:
+        return False  # the peer is done: close our side too
 
 
 class WorkerConnection(asyncio.Protocol):

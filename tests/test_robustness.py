@@ -1,0 +1,241 @@
+"""Bad input of every kind gets a clear error, and the daemon keeps serving."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import warmd
+from warmd.client.jobspec import JobRequest
+from warmd.protocol import FrameReader, encode, hello
+
+import helpers_jobs
+
+
+def raw(daemon) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(daemon.socket))
+    s.settimeout(30)
+    return s
+
+
+def read_frames(sock: socket.socket) -> list:
+    """Every frame until the daemon closes the connection."""
+    reader = FrameReader()
+    frames = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return frames
+        reader.receive_data(data)
+        frames += reader.frames()
+
+
+def still_serving(daemon) -> None:
+    with daemon.client() as client:
+        assert client.submit(helpers_jobs.add, 1, 1).result(timeout=30) == 2
+
+
+def test_garbage_bytes(daemon):
+    with raw(daemon) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        frames = read_frames(s)
+    assert frames[-1].type == "error" and frames[-1].get("code") == "version_mismatch"
+    assert "protocol" in frames[-1].get("message")
+    still_serving(daemon)
+
+
+def test_truncated_frame_then_disconnect(daemon):
+    with raw(daemon) as s:
+        s.sendall(encode(hello("test", os.getpid())))
+        s.sendall(encode({"t": "ping", "req": 1}, b"x" * 100)[:20])
+    still_serving(daemon)
+    assert "in the middle of a frame" in daemon.log_text()
+
+
+def test_oversized_frame(make_daemon):
+    d = make_daemon('[daemon]\nmax_frame = "1MiB"\n')
+    with raw(d) as s:
+        s.sendall(encode(hello("test", os.getpid())))
+        s.sendall(struct.pack(">BBHI", 1, 0, 20, 2 * 1024 * 1024))  # claims a 2 MiB payload
+        frames = read_frames(s)
+    assert frames[-1].get("code") == "frame_too_large"
+    assert "exceeds the limit" in frames[-1].get("message")
+    still_serving(d)
+
+
+def test_unknown_message_type_keeps_the_connection(daemon):
+    with raw(daemon) as s:
+        s.sendall(encode(hello("test", os.getpid())) + encode({"t": "bogus", "req": 1})
+                  + encode({"t": "ping", "req": 2}))
+        reader = FrameReader()
+        got = []
+        while len(got) < 3:
+            reader.receive_data(s.recv(65536))
+            got += reader.frames()
+    assert [f.type for f in got] == ["welcome", "error", "pong"]
+    assert got[1].get("code") == "unknown_message" and "bogus" in got[1].get("message")
+
+
+def test_request_before_handshake_and_bad_fields(daemon):
+    with raw(daemon) as s:
+        s.sendall(encode({"t": "ping", "req": 1}))
+        frames = read_frames(s)
+    assert frames[-1].get("code") == "bad_request" and "hello" in frames[-1].get("message")
+    with raw(daemon) as s:
+        s.sendall(encode(hello("test", os.getpid())) + encode({"t": "submit", "req": 1, "kind": "nope"}))
+        reader = FrameReader()
+        got = []
+        while len(got) < 2:
+            reader.receive_data(s.recv(65536))
+            got += reader.frames()
+    assert got[1].get("code") == "bad_request" and "kind" in got[1].get("message")
+    still_serving(daemon)
+
+
+def test_wrong_protocol_and_python_versions(daemon):
+    with raw(daemon) as s:
+        s.sendall(struct.pack(">BBHI", 9, 0, 2, 0) + b"{}")
+        frames = read_frames(s)
+    assert frames[-1].get("code") == "version_mismatch"
+    assert "speaks warmd protocol 9" in frames[-1].get("message")
+    with raw(daemon) as s:
+        s.sendall(encode({**hello("test", os.getpid()), "python": "2.7"}))
+        frames = read_frames(s)
+    message = frames[-1].get("message")
+    assert frames[-1].get("code") == "version_mismatch"
+    assert "Python 2.7" in message and "same Python minor version" in message
+    still_serving(daemon)
+
+
+def test_payload_that_fails_to_unpickle_in_the_worker(daemon):
+    call = b"\x80\x02cno_such_module_xyz\nfn\n)}\x87."  # (no_such_module_xyz.fn, (), {})
+    with daemon.client() as client:
+        future = client.submit_job(JobRequest("call", "broken", pickle.dumps(([], [], call))))
+        with pytest.raises(Exception) as info:
+            future.result(timeout=30)
+        assert "could not be unpickled" in str(info.value)
+        assert "no_such_module_xyz" in str(info.value)
+        worker = future.finished.worker_pid
+        again = client.submit(helpers_jobs.pid)
+        assert again.result(timeout=30) in {w["pid"] for w in client.status()["workers"]}
+    assert worker
+
+
+def test_result_that_cannot_be_pickled(daemon):
+    with daemon.client() as client:
+        with pytest.raises(warmd.RemoteError, match="could not be pickled"):
+            client.run_code("import threading").result(timeout=30)  # fine: code has no result
+            client.submit(_lock_factory).result(timeout=30)
+
+
+def _lock_factory():
+    import threading
+    return threading.Lock()
+
+
+def test_unknown_job(daemon):
+    r = daemon.warmctl("wait", "deadbeef")
+    assert r.returncode == 66
+    assert "no job 'deadbeef'" in r.stderr
+    r = daemon.warmctl("attach", "deadbeef")
+    assert r.returncode == 66
+
+
+def test_unreachable_daemon_is_a_one_line_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "warmd.ctl", "--socket", str(tmp_path / "none.sock"),
+                        "--no-autostart", "status"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 69
+    assert r.stderr.count("\n") == 1 and "no warmd daemon answers" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
+@pytest.mark.skipif(not shutil.which("setpriv") or not os.path.exists("/usr/bin/python3"),
+                    reason="needs setpriv and /usr/bin/python3")
+def test_other_uid_is_refused(daemon):
+    # Open the file-system permissions on purpose: SO_PEERCRED is the second line of defence.
+    os.chmod(daemon.root, 0o755)
+    os.chmod(daemon.socket.parent, 0o755)
+    os.chmod(daemon.socket, 0o666)
+    client = textwrap.dedent(f"""
+        import json, os, socket, struct
+        s = socket.socket(socket.AF_UNIX); s.connect({str(daemon.socket)!r})
+        head = json.dumps({{"t": "hello", "proto": 1, "python": "3.11", "cloudpickle": "x",
+                            "client": "t", "pid": os.getpid()}}).encode()
+        s.sendall(struct.pack(">BBHI", 1, 0, len(head), 0) + head)
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        print(data[8:8 + struct.unpack(">BBHI", data[:8])[2]].decode())
+    """)
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        "/usr/bin/python3", "-c", client], capture_output=True, text=True, timeout=30,
+                       cwd="/")
+    assert r.returncode == 0, r.stderr
+    reply = json.loads(r.stdout)
+    assert reply["code"] == "permission_denied"
+    assert "refused a connection" in daemon.log_text()
+    still_serving(daemon)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    cases = {"[daemon]\nbogus = 1\n": "daemon.bogus", "[workers]\ncount = -1\n": "workers.count",
+             "[warmup]\nhooks = ['nocolon']\n": "warmup.hooks", "[nosuch]\nx = 1\n": "[nosuch]",
+             "[workers]\ndevices = 'some'\n": "workers.devices", "not toml [": "not valid TOML"}
+    for text, key in cases.items():
+        cfg = tmp_path / "bad.toml"
+        cfg.write_text(text)
+        r = subprocess.run([sys.executable, "-m", "warmd", "--config", str(cfg), "--socket",
+                            str(tmp_path / "s.sock")], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 78, (text, r.stderr)
+        assert key in r.stderr, (text, r.stderr)
+
+
+def test_failing_warmup_is_reported_and_not_respawned_in_a_loop(make_daemon):
+    d = make_daemon('[warmup]\nhooks = ["helpers_jobs:no_such_hook"]\n')
+    with d.client() as client:
+        # The first submission races the first warm-up; either way it fails with the reason.
+        with pytest.raises(Exception, match="no_such_hook"):
+            while True:
+                client.submit(helpers_jobs.add, 1, 2).result(timeout=30)
+        status = client.status()
+    assert "no_such_hook" in status["warmup_error"]
+    assert "warm-up failing" in status["summary"]
+    assert "retrying in" in d.log_text()
+    r = d.warmctl("status")
+    assert "warm-up failing" in r.stdout
+
+
+def test_two_clients_autostarting_at_once_make_one_daemon(tmp_path):
+    run = tmp_path / "run"
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(run), XDG_STATE_HOME=str(tmp_path / "state"))
+    env.pop("WARMD_SOCKET", None)
+    sock = str(run / "warmd.sock")
+    if len(sock) > 100:
+        pytest.skip("temporary path too long for a Unix socket")
+    cmd = [sys.executable, "-m", "warmd.ctl", "ping", "--json"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    try:
+        assert all(p.returncode == 0 for p in procs), outs
+        pids = {json.loads(o)["pid"] for o, _ in outs}
+        assert len(pids) == 1
+        assert {json.loads(o)["started_by"] for o, _ in outs} == {"autostart"}
+    finally:
+        subprocess.run([sys.executable, "-m", "warmd.ctl", "shutdown"], env=env, timeout=60)
+    import psutil
+    daemon_pid = pids.pop()
+    try:
+        psutil.Process(daemon_pid).wait(timeout=30)
+    except psutil.NoSuchProcess:
+        pass
+    assert not psutil.pid_exists(daemon_pid)
