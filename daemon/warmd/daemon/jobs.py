@@ -122,9 +122,13 @@ class JobTable:
 
     def evict(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        for job in list(self.finished.values()):
-            if self.ttl and job.finished is not None and now - job.finished >= self.ttl:
-                self._drop(job)
+        if self.ttl:
+            # Jobs retire in finishing order, so the expired ones are all at the front.
+            while self.finished:
+                oldest = next(iter(self.finished.values()))
+                if oldest.finished is None or now - oldest.finished < self.ttl:
+                    break
+                self._drop(oldest)
         while len(self.finished) > self.max_jobs or self.finished_bytes > self.max_bytes:
             victim = next((j for j in self.finished.values() if j.fetched),
                           next(iter(self.finished.values())))
@@ -142,9 +146,8 @@ class JobTable:
         self.finished_bytes -= job.stored_bytes
 
     def running(self) -> list[Job]:
-        return [j for j in self.jobs.values() if j.state == "running"]
+        return [j for j in self.jobs.values() if j.state == RUNNING]
 
     def counts(self) -> dict[str, int]:
-        running = sum(1 for j in self.jobs.values() if j.state == RUNNING)
-        return {"queued": len(self.queue), "running": running, "done": self.done_count,
+        return {"queued": len(self.queue), "running": len(self.running()), "done": self.done_count,
                 "retained": len(self.finished), "retained_bytes": self.finished_bytes}
