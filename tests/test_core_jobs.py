@@ -166,3 +166,24 @@ def test_sixteen_processes_at_once(daemon):
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert outs == [str(i * 3) for i in range(16)]
     assert all(p.returncode == 0 for p in procs)
+
+
+def test_a_job_cannot_spoil_the_worker_for_the_next(make_daemon):
+    d = make_daemon("[cancel]\ninterrupt_grace = 5\n", "--spares", "0")
+    spoil = ("import os, signal, sys, io\n"
+             "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+             "os.environ['SPOILED'] = '1'\n"
+             "sys.stdout = io.StringIO()\n"
+             "os.close(1)\n")
+    with d.client() as client:
+        client.run_code(spoil).result(timeout=30)
+        after = client.run_code("import os, time\nprint('env', os.environ.get('SPOILED'))\n"
+                                "print('ready', flush=True)\ntime.sleep(60)")
+        text = ""
+        for event in after.events():
+            text += getattr(event, "text", "")
+            if "ready\n" in text:
+                break
+        assert "env None" in text          # environment restored, fd 1 and sys.stdout work again
+        assert after.cancel() is True      # SIGINT interrupts again: the handler was restored
+        assert after.finished.worker_pid == client.status()["workers"][0]["pid"]  # stayed warm

@@ -21,12 +21,15 @@ class OutputPump:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self._readers: dict[int, int] = {}  # read fd -> target fd (1 or 2)
+        # The write ends stay open here (close-on-exec) so a job that closes or
+        # redirects fd 1 or 2 can neither end the stream nor keep it: see restore().
+        self._writers: dict[int, int] = {}  # target fd -> write end
         for target in (1, 2):
             r, w = os.pipe()
-            os.dup2(w, target)
-            os.close(w)
             os.set_blocking(r, False)
             self._readers[r] = target
+            self._writers[target] = w
+        self.restore()
         # Line-buffer Python's own streams so prints stream live.
         sys.stdout.reconfigure(line_buffering=True)
         sys.stderr.reconfigure(line_buffering=True)
@@ -35,6 +38,11 @@ class OutputPump:
             self._poll.register(r, select.POLLIN)
         self._thread = threading.Thread(target=self._run, name="warmd-output", daemon=True)
         self._thread.start()
+
+    def restore(self) -> None:
+        """Point fds 1 and 2 back at the pipes, whatever the last job did to them."""
+        for target, w in self._writers.items():
+            os.dup2(w, target)
 
     def _run(self) -> None:
         while True:

@@ -105,6 +105,8 @@ class _ProcessState:
         self.argv = list(sys.argv)
         self.path = list(sys.path)
         self.modules = set(sys.modules)
+        self.environ = dict(os.environ)
+        self.streams = (sys.stdin, sys.stdout, sys.stderr)
 
     @classmethod
     def save(cls) -> "_ProcessState":
@@ -114,6 +116,10 @@ class _ProcessState:
         os.chdir(self.cwd)
         sys.argv[:] = self.argv
         sys.path[:] = self.path
+        sys.stdin, sys.stdout, sys.stderr = self.streams
+        if os.environ != self.environ:
+            os.environ.clear()
+            os.environ.update(self.environ)
         # Forget the user's own modules this job imported from disk, so the next job re-reads
         # them; modules the client sent by value stay, checked against its next manifest.
         for name in [n for n in sys.modules if n not in self.modules]:

@@ -158,5 +158,9 @@ def run_job(header: dict[str, Any], payload: bytes, context: WorkerContext,
                                                      "message": "job cancelled", "traceback": ""})
     # No job process outlives its job: kill what it left behind, escaped ones included.
     leftovers = proctree.kill_descendants(spare) if proctree.has_children() else 0
+    # Undo what the job may have changed in how this worker is reached and cancelled.
+    signal.signal(signal.SIGINT, context.on_sigint)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    context.pump.restore()
     outcome.extra.update(seconds=round(time.perf_counter() - started, 6), leftovers_killed=leftovers)
     context.pump.flush_then_send(outcome.header(), outcome.payload)
