@@ -239,3 +239,19 @@ def test_two_clients_autostarting_at_once_make_one_daemon(tmp_path):
     except psutil.NoSuchProcess:
         pass
     assert not psutil.pid_exists(daemon_pid)
+
+
+def _big(n):
+    return b"x" * n
+
+
+def test_jobs_and_results_over_the_frame_limit_are_clear_errors(make_daemon):
+    d = make_daemon('[daemon]\nmax_frame = "1MiB"\n')
+    with d.client() as client:
+        with pytest.raises(warmd.FrameTooLarge, match="daemon.max_frame"):
+            client.submit(len, b"x" * (2 * 1024 * 1024))
+        with pytest.raises(warmd.RemoteError, match="daemon.max_frame"):
+            client.submit(_big, 2 * 1024 * 1024).result(timeout=30)
+        worker_pids = {w["pid"] for w in client.status()["workers"]}
+        assert len(client.submit(_big, 1000).result(timeout=30)) == 1000
+        assert worker_pids == {w["pid"] for w in client.status()["workers"]}  # nobody was killed

@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import (DaemonUnavailable, JobExit, JobLost, RemoteError, RequestFailed, UnknownJob,
-                     VersionMismatch, WarmdError)
+from .errors import (DaemonUnavailable, FrameTooLarge, JobExit, JobLost, RemoteError, RequestFailed,
+                     UnknownJob, VersionMismatch, WarmdError)
 from .runtime import cancelled, device, job_id, progress, xp
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Client", "JobFuture", "JobCancelled", "JobExit", "JobLost", "RemoteError",
            "RequestFailed", "UnknownJob", "VersionMismatch", "DaemonUnavailable", "WarmdError",
+           "FrameTooLarge",
            "Output", "Log", "Progress", "StateChange", "Finished",
            "progress", "cancelled", "device", "xp", "job_id", "__version__"]
 

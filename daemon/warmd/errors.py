@@ -14,6 +14,10 @@ class ProtocolError(WarmdError):
     """The peer sent bytes that are not a valid warmd frame."""
 
 
+class FrameTooLarge(WarmdError):
+    """A job or its result is larger than the daemon's frame limit (daemon.max_frame)."""
+
+
 class VersionMismatch(ProtocolError):
     """Client and daemon cannot talk: protocol, Python or cloudpickle differ."""
 

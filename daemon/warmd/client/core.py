@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ..errors import DaemonUnavailable, ProtocolError, RequestFailed, UnknownJob, VersionMismatch
+from ..errors import DaemonUnavailable, FrameTooLarge, ProtocolError, RequestFailed, UnknownJob, VersionMismatch
 from ..protocol import (DEFAULT_MAX_PAYLOAD, E_DENIED, E_UNKNOWN_JOB, E_VERSION, Frame, FrameReader,
                         encode, hello)
 from .events import Event, Finished, from_frame
@@ -43,6 +43,10 @@ class ClientCore:
         return encode(hello(self.client_name, os.getpid()))
 
     def request(self, message: str, payload: bytes = b"", /, **fields: Any) -> tuple[int, bytes]:
+        limit = self.welcome.get("max_frame") if self.welcome is not None else None
+        if limit and len(payload) > limit:
+            raise FrameTooLarge(f"this {message} is {len(payload)} bytes, over the daemon's limit of "
+                                f"{limit} (daemon.max_frame): pass large data by path, not by value")
         req = next(self._req)
         return req, encode({"t": message, "req": req, **fields}, payload)
 

@@ -30,7 +30,8 @@ class Outcome:
                 "error": self.error, **self.extra}
 
 
-def run(header: dict[str, Any], payload: bytes, is_cancelled, usercode: UserCode) -> Outcome:
+def run(header: dict[str, Any], payload: bytes, is_cancelled, usercode: UserCode,
+        max_result: int) -> Outcome:
     """Execute the job described by a "run" frame; never raises except KeyboardInterrupt."""
     saved = _ProcessState.save()
     try:
@@ -58,6 +59,11 @@ def run(header: dict[str, Any], payload: bytes, is_cancelled, usercode: UserCode
         return Outcome("failed", 1, {"type": "PicklingError",
                                      "message": f"the job's result could not be pickled: {exc}",
                                      "traceback": traceback.format_exc()})
+    if len(data) > max_result:
+        return Outcome("failed", 1, {"type": "FrameTooLarge", "traceback": "",
+                                     "message": f"the job's result is {len(data)} bytes, over the "
+                                                f"daemon's limit of {max_result} (daemon.max_frame): "
+                                                "write large results to a file and return its path"})
     return Outcome("succeeded", 0, None, data)
 
 
@@ -91,6 +97,9 @@ def _dispatch(header: dict[str, Any], payload: bytes, usercode: UserCode) -> Any
         exec(code, {"__name__": "__main__", "__builtins__": builtins})
         return None
     raise JobLoadError(f"unknown job kind {kind!r}")
+
+
+_MAX_EXCEPTION = 1 << 20  # a pickled exception larger than this travels as text only
 
 
 class JobLoadError(Exception):
@@ -148,6 +157,8 @@ def _exception_outcome(exc: BaseException) -> Outcome:
         data = cloudpickle.dumps(exc)
     except Exception:
         data = b""
+    if len(data) > _MAX_EXCEPTION:
+        data = b""  # the text form still travels
     return Outcome("failed", 1, _error(exc), data)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import proctree, runtime
 from ..channel import Channel
+from ..protocol import DEFAULT_MAX_PAYLOAD
 from . import execute
 from .capture import OutputPump
 from .usercode import UserCode, warm_modules
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         if frame is None or frame.type == "exit":
             return 0
         if frame.type == "run":
-            run_job(frame.header, frame.payload, context, spare, usercode)
+            run_job(frame.header, frame.payload, context, spare, usercode,
+                    int(setup.get("max_frame") or DEFAULT_MAX_PAYLOAD))
 
 
 def _watch_daemon(sock: socket.socket) -> None:
@@ -141,14 +143,14 @@ def _watch_daemon(sock: socket.socket) -> None:
 
 
 def run_job(header: dict[str, Any], payload: bytes, context: WorkerContext,
-            spare: frozenset[tuple[int, float]], usercode: UserCode) -> None:
+            spare: frozenset[tuple[int, float]], usercode: UserCode, max_result: int) -> None:
     started = time.perf_counter()
     context.cancel_requested = False
     outcome = None
     try:
         context.current_job = header["job"]
         try:
-            outcome = execute.run(header, payload, context.cancelled, usercode)
+            outcome = execute.run(header, payload, context.cancelled, usercode, max_result)
         finally:
             context.current_job = None
     except KeyboardInterrupt:
