@@ -140,10 +140,17 @@ class Supervisor:
                 self.stop_worker(worker)
             elif worker.state == WorkerState.STARTING:
                 self.kill_worker(worker)
+        if not drain:
+            # Whatever still runs after the cancel escalation had its chance gets SIGKILL.
+            graces = self.config["cancel"]
+            self._loop.call_later(graces["interrupt_grace"] + graces["terminate_grace"] + 2.0,
+                                  self._force_stop)
         self.check_stopped()
 
     def _force_stop(self) -> None:
-        log.warning("second stop request: killing all workers now")
+        if not self.workers:
+            return
+        log.warning("stopping: killing the workers still running")
         for worker in list(self.workers.values()):
             self.kill_worker(worker)
 
@@ -202,7 +209,7 @@ class Supervisor:
         warmup = self.config["warmup"]
         worker.connection.send({"t": "warmup", "imports": list(warmup["import"]),
                                 "hooks": list(warmup["hooks"]), "device": worker.device,
-                                **self.placement.warmup_options()})
+                                "max_frame": self.max_payload, **self.placement.warmup_options()})
 
     def _warmup_deadline(self, worker: WorkerProcess) -> None:
         if worker.state == WorkerState.STARTING and not worker.reaped:
@@ -566,7 +573,8 @@ class Supervisor:
                 return
             conn.greeted = True
             conn.send({"t": "welcome", "version": __version__, "pid": os.getpid(),
-                       "started_by": self.started_by, "warm_packages": self.warm_packages})
+                       "started_by": self.started_by, "warm_packages": self.warm_packages,
+                       "max_frame": self.max_payload})
             return
         if kind not in CLIENT_MESSAGES:
             conn.send({"t": "error", "req": req, "code": E_UNKNOWN_TYPE,
