@@ -8,6 +8,8 @@ from pathlib import Path
 from .errors import ConfigError
 
 SOCKET_NAME = "warmd.sock"
+SOCKET_HELP = ("default: $WARMD_SOCKET, else $XDG_RUNTIME_DIR/warmd.sock, "
+               "else /tmp/warmd-$UID/warmd.sock")
 
 
 def runtime_dir() -> Path:

@@ -11,6 +11,7 @@ import threading
 from typing import Any, Callable
 
 from .._version import __version__
+from ..paths import SOCKET_HELP
 from ..errors import (DaemonUnavailable, JobExit, JobLost, ProtocolError, RequestFailed, UnknownJob,
                       VersionMismatch, WarmdError)
 from . import exitcodes, render
@@ -24,8 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="A daemon is started automatically when none answers (see --no-autostart). "
                "See warmctl(1).")
     p.add_argument("--version", action="version", version=f"warmctl {__version__}")
-    p.add_argument("--socket", metavar="PATH", help="daemon socket (default: $WARMD_SOCKET, else "
-                   "$XDG_RUNTIME_DIR/warmd.sock, else /tmp/warmd-$UID/warmd.sock)")
+    p.add_argument("--socket", metavar="PATH", help=f"daemon socket ({SOCKET_HELP})")
     p.add_argument("--no-autostart", action="store_true",
                    help="fail instead of starting a daemon when none answers")
     sub = p.add_subparsers(dest="verb", metavar="VERB", required=True)

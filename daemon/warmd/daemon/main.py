@@ -27,8 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Usually started by systemd (warmd.socket) or automatically by warmctl / "
                "warmd.Client. See warmd(8).")
     p.add_argument("--version", action="version", version=f"warmd {__version__}")
-    p.add_argument("--socket", metavar="PATH", help="socket to listen on (default: $WARMD_SOCKET, "
-                   "else $XDG_RUNTIME_DIR/warmd.sock, else /tmp/warmd-$UID/warmd.sock)")
+    p.add_argument("--socket", metavar="PATH", help=f"socket to listen on ({paths.SOCKET_HELP})")
     p.add_argument("--config", metavar="PATH", help="TOML config (default: $WARMD_CONFIG, else "
                    "$XDG_CONFIG_HOME/warmd/warmd.toml; a missing default file means defaults)")
     p.add_argument("--workers", type=int, metavar="N", help="jobs that run at once (workers.count)")
