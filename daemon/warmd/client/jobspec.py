@@ -1,6 +1,7 @@
 """Encoding the three kinds of job a client can submit."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -79,8 +80,12 @@ class UserModules:
 
 def user_sys_path() -> list[str]:
     """The client's own import directories, so job code (and its subprocesses) find its modules."""
-    return [os.path.abspath(p or ".") for p in sys.path if is_user_file(os.path.abspath(p or "."))
+    return [os.path.abspath(p or ".") for p in sys.path if _is_user_dir(os.path.abspath(p or "."))
             and os.path.isdir(p or ".")]
+
+
+# Resolving a path is several syscalls per component: remember each sys.path entry's verdict.
+_is_user_dir = functools.lru_cache(maxsize=256)(is_user_file)
 
 
 def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules) -> JobRequest:
@@ -107,6 +112,16 @@ def dumps(obj: Any) -> bytes:
     keeps its file name, so worker tracebacks quote it rather than "<dynamic-code>"."""
     import cloudpickle
 
+    buf = io.BytesIO()
+    _pickler()(buf, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
+    return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=1)
+def _pickler() -> type:
+    """The Pickler class for ``dumps``, made once (creating a class costs more than a small call)."""
+    import cloudpickle
+
     base = cloudpickle.Pickler.dispatch_table[types.CodeType]
 
     def reduce_code(code: types.CodeType) -> Any:
@@ -116,6 +131,4 @@ def dumps(obj: Any) -> bytes:
     class Pickler(cloudpickle.Pickler):
         dispatch_table = ChainMap({types.CodeType: reduce_code}, cloudpickle.Pickler.dispatch_table)
 
-    buf = io.BytesIO()
-    Pickler(buf, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
-    return buf.getvalue()
+    return Pickler
