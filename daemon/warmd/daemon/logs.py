@@ -9,17 +9,36 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-from typing import Any
+from typing import Any, Callable
 
-FIELDS = ("JOB_ID", "WORKER_PID", "JOB_STATE", "CLIENT_PID")
+# What journald accepts as a field name. LogRecord's own attributes are lowercase, so an
+# attribute named like this came from ``extra={...}`` and is meant as a journal field.
+_FIELD_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
-# journald priorities
-PRIORITY_ERR, PRIORITY_WARNING, PRIORITY_INFO, PRIORITY_DEBUG = 3, 4, 6, 7
+# journald priorities (syslog levels)
+PRIORITY_CRIT, PRIORITY_ERR, PRIORITY_WARNING, PRIORITY_INFO, PRIORITY_DEBUG = 2, 3, 4, 6, 7
+
+# A job that writes without newlines still reaches the journal in pieces of this size.
+MAX_LINE = 64 * 1024
 
 
 def under_systemd() -> bool:
-    return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("NOTIFY_SOCKET"))
+    """Whether a service manager runs us: it gave us a notify socket, or our
+    stderr/stdout is the journal stream it names (an inherited JOURNAL_STREAM,
+    such as an autostarted daemon's, names some other stream)."""
+    if os.environ.get("NOTIFY_SOCKET"):
+        return True
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    for fd in (2, 1):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if stream == f"{st.st_dev}:{st.st_ino}":
+            return True
+    return False
 
 
 class _FieldsFormatter(logging.Formatter):
@@ -27,7 +46,7 @@ class _FieldsFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        tags = [f"{name.lower()}={getattr(record, name)}" for name in FIELDS if hasattr(record, name)]
+        tags = [f"{name.lower()}={value}" for name, value in extra_fields(record).items()]
         return f"{text} [{' '.join(tags)}]" if tags else text
 
 
@@ -38,13 +57,50 @@ def setup(level: str) -> logging.Logger:
     for handler in list(log.handlers):
         log.removeHandler(handler)
     if under_systemd() and _journal_available():
-        from systemd.journal import JournalHandler
-        log.addHandler(JournalHandler(SYSLOG_IDENTIFIER="warmd"))
+        from systemd import journal
+        log.addHandler(StructuredJournalHandler(journal.send, "warmd"))
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_FieldsFormatter("%(asctime)s warmd[%(process)d] %(levelname)s %(message)s"))
         log.addHandler(handler)
     return log
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, str]:
+    """The journal fields a record carries (JOB_ID, WORKER_PID, ...), None values left out."""
+    return {name: str(value) for name, value in vars(record).items()
+            if value is not None and _FIELD_NAME.fullmatch(name)}
+
+
+class StructuredJournalHandler(logging.Handler):
+    """Sends each record to journald with its structured fields as journal fields.
+
+    systemd.journal.JournalHandler copies every LogRecord attribute into the
+    entry: lowercase names that journald throws away, and a field given as
+    None arrives as the text "None". This handler sends what a reader filters
+    on: the message, its priority, the logger, where it was logged, and the
+    fields passed with ``extra={...}`` (JOB_ID, WORKER_PID, JOB_STATE,
+    CLIENT_PID, ...), leaving out those that are None.
+    """
+
+    def __init__(self, send: Callable[..., Any], identifier: str) -> None:
+        super().__init__()
+        self._send = send
+        self.identifier = identifier
+        self._exceptions = logging.Formatter()  # formats exc_info the way stderr shows it
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = extra_fields(record)
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + self._exceptions.formatException(record.exc_info)
+            fields.update(PRIORITY=str(_priority(record.levelno)), LOGGER=record.name,
+                          SYSLOG_IDENTIFIER=self.identifier)
+            self._send(message, CODE_FILE=record.pathname, CODE_LINE=record.lineno,
+                       CODE_FUNC=record.funcName, **fields)
+        except Exception:
+            self.handleError(record)
 
 
 def _journal_available() -> bool:
@@ -75,6 +131,9 @@ class JobOutputLog:
         key = (job_id, stream)
         buf = self._partial.pop(key, b"") + data
         *lines, rest = buf.split(b"\n")
+        while len(rest) >= MAX_LINE:
+            lines.append(rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
         if rest:
             self._partial[key] = rest
         priority = PRIORITY_WARNING if stream == "stderr" else PRIORITY_INFO
@@ -104,6 +163,9 @@ class JobOutputLog:
 
 
 def _priority(level: int) -> int:
+    """A logging level as a journald priority (levels between the standard ones round down)."""
+    if level >= logging.CRITICAL:
+        return PRIORITY_CRIT
     if level >= logging.ERROR:
         return PRIORITY_ERR
     if level >= logging.WARNING:
