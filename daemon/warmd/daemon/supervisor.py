@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -25,6 +27,7 @@ from ..protocol import (E_BAD_REQUEST, E_NO_WORKERS, E_SHUTTING_DOWN, E_UNKNOWN_
 from . import pool, status
 from .connections import ClientConnection, WorkerConnection
 from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, Job, JobTable
+from .ledger import Ledger
 from .listener import Listener
 from .logs import JobOutputLog
 from .notify import Notifier
@@ -86,6 +89,8 @@ class Supervisor:
         self._idle_handle: asyncio.TimerHandle | None = None
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._watchdog_handle: asyncio.TimerHandle | None = None
+        self._idle_task: asyncio.Task | None = None
+        self.ledger = Ledger.beside(listener.path)  # running jobs, for the next daemon after a crash
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -96,8 +101,8 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, lambda: None)  # a closed terminal must not kill us
-        self._server = await loop.create_unix_server(
-            lambda: ClientConnection(self, self.max_payload), sock=self.listener.sock)
+        self._recover_lost_jobs()
+        self._server = await self._serve()
         self.fill_pool()
         log.info("warmd %s serving %s (started by %s; %d workers, %d spares)", __version__,
                  self.listener.path, self.started_by, self.placement.capacity,
@@ -109,6 +114,21 @@ class Supervisor:
         self.check_idle()
         await self._done.wait()
         return self.exit_code
+
+    async def _serve(self) -> asyncio.AbstractServer:
+        # On a duplicate: closing the server to stop accepting must leave the listener itself
+        # open, so that an idle stop can be taken back and the socket still be told apart.
+        return await self._loop.create_unix_server(
+            lambda: ClientConnection(self, self.max_payload), sock=self.listener.sock.dup())
+
+    def _recover_lost_jobs(self) -> None:
+        """Jobs a previous daemon on this socket died running: report them lost, not unknown."""
+        for job in self.ledger.recover(EXIT_LOST):
+            self.jobs.jobs[job.id] = job
+            self.jobs.retire(job)
+            log.warning("job %s lost: %s", job.id, job.done_header["error"]["message"],
+                        extra={"JOB_ID": job.id, "JOB_STATE": job.state})
+        self._schedule_expiry()
 
     def _watchdog(self) -> None:
         # Pinged from the loop itself, so a wedged loop stops the pings and systemd restarts us.
@@ -128,7 +148,10 @@ class Supervisor:
         if self._server is not None:
             self._server.close()  # new connections wait in the backlog for the next activation
         self.listener.remove()
-        self.notifier.stopping(f"stopping ({reason})")
+        # Cancelling running jobs escalates within the cancel graces; workers then exit at once.
+        graces = self.config["cancel"]
+        self.notifier.stopping(f"stopping ({reason})",
+                               graces["interrupt_grace"] + graces["terminate_grace"] + 15)
         if not drain:
             for job in list(self.jobs.queue):
                 self.jobs.unqueue(job)
@@ -450,6 +473,7 @@ class Supervisor:
         job.state = RUNNING
         job.started = time.time()
         job.worker_pid = worker.pid
+        self.ledger.started(job)  # before the worker sees it: a crash from here on leaves a record
         worker.connection.send({**job.run_header, "t": "run", "job": job.id}, job.payload)
         job.payload = b""
         self.job_event(job, {"kind": "state", "state": RUNNING, "worker_pid": worker.pid,
@@ -462,6 +486,7 @@ class Supervisor:
 
     def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None:
         done = job.finish(header, payload)
+        self.ledger.finished(job)
         receivers = job.subscribers | job.waiters
         for conn in receivers:
             conn.write(done)
@@ -714,8 +739,33 @@ class Supervisor:
 
     def _idle_timeout(self) -> None:
         self._idle_handle = None
-        if not self.clients and not self.jobs.queue and not self.jobs.running():
+        if self._idle_task is None and not self.clients and not self.jobs.queue and not self.jobs.running():
+            self._idle_task = self._loop.create_task(self._idle_stop())
+
+    async def _idle_stop(self) -> None:
+        """Stop accepting first; exit only if nobody got in before that, else serve them."""
+        try:
+            # From here on a new client waits in systemd's socket for the next activation
+            # (a self-bound socket's path goes: the client starts a new daemon).
+            self.listener.remove()
+            self._server.close()
+            # A connection asyncio accepted just before the close reaches connection_made
+            # two callbacks later (accept task, then transport): let it arrive.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if self.stopping:
+                return
+            if (self.clients or self.jobs.queue or self.jobs.running()
+                    or _connection_pending(self.listener.sock)):
+                log.info("a client arrived as the daemon went idle: serving it")
+                self._server = await self._serve()
+                if self.stopping:
+                    self._server.close()
+                self.check_idle()
+                return
             self.request_stop("idle", drain=True)
+        finally:
+            self._idle_task = None
 
     def status(self) -> dict[str, Any]:
         return status.build(self)
@@ -726,6 +776,13 @@ class Supervisor:
     def update_status(self) -> None:
         if self.notifier.enabled and not self.stopping:
             self.notifier.status(self.summary())
+
+
+def _connection_pending(sock: socket.socket) -> bool:
+    """Whether a client waits in the listening socket's backlog (readable = acceptable)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _grace(value: Any) -> float | None:
