@@ -64,12 +64,14 @@ def read_config(args: argparse.Namespace) -> Config:
 
 
 def build_placement(config: Config) -> Placement:
+    from ..gpu import options
     from ..gpu.inventory import plan_devices
     workers = config["workers"]
     devices = plan_devices(workers["devices"])
     gpu_options = {"gpu_memory_limit": workers["gpu_memory_limit"],
                    "gpu_memory_policy": workers["gpu_memory_policy"],
                    "gpu_recycle_bytes": workers["gpu_recycle_bytes"]}
+    options.check(gpu_options, devices)  # ConfigError naming the key: exit 78 below, not a crash
     return Placement(workers["count"], workers["spares"], devices, workers["workers_per_device"],
                      gpu_options)
 
