@@ -1,7 +1,7 @@
 """Which workers to run where: CPU slots, or workers pinned one per GPU.
 
 The daemon never touches CUDA itself; it learns devices from a probe process
-(see ``warmd.gpu.probe``) and pins each worker with CUDA_VISIBLE_DEVICES before
+(see ``warmd.gpu.inventory``) and pins each worker with CUDA_VISIBLE_DEVICES before
 its interpreter starts.
 """
 from __future__ import annotations
@@ -85,8 +85,10 @@ class Placement:
         return dict(self.gpu_options) if self.gpu else {}
 
     def recycle_reason(self, done: dict[str, Any]) -> str | None:
-        gpu = done.get("gpu") or {}
-        return gpu.get("recycle")
+        """A GPU worker's own verdict after a job (policy, pool size, CUDA error), if any."""
+        gpu = done.get("gpu")
+        reason = gpu.get("recycle") if isinstance(gpu, dict) else None
+        return str(reason) if reason else None
 
     def describe(self) -> str:
         if not self.gpu:

@@ -102,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        steps = run_steps(list(setup.get("imports", [])), list(setup.get("hooks", [])))
+        # A GPU worker readies its device first, so hooks compile kernels on it, under its limit.
+        gpu = _start_gpu(device, setup.header) if device is not None else None
+        steps = (gpu.steps if gpu else []) + run_steps(list(setup.get("imports", [])),
+                                                       list(setup.get("hooks", [])))
     except WarmupFailed as exc:
         pump.flush_then_send({"t": "warmup_failed", "step": exc.step, "error": exc.error,
                               "traceback": exc.traceback})
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     spare = proctree.snapshot_identities()  # helpers started by warm-up stay warm
     usercode = UserCode(warm_modules())
     pump.flush_then_send({"t": "ready", "pid": os.getpid(), "token": secrets.token_hex(8),
-                          "steps": steps, "seconds": round(time.perf_counter() - started, 6)})
+                          "steps": steps, "seconds": round(time.perf_counter() - started, 6),
+                          **({"gpu": gpu.ready_info()} if gpu is not None else {})})
     signal.signal(signal.SIGINT, context.on_sigint)
 
     while True:
@@ -123,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if frame.type == "run":
             run_job(frame.header, frame.payload, context, spare, usercode,
-                    int(setup.get("max_frame") or DEFAULT_MAX_PAYLOAD))
+                    int(setup.get("max_frame") or DEFAULT_MAX_PAYLOAD), gpu=gpu)
+
+
+def _start_gpu(device: int, options: dict[str, Any]) -> Any:
+    # Imported here: only a worker pinned to a device loads cupy.
+    from ..gpu.worker import warm_up
+    return warm_up(device, options)
 
 
 def _watch_daemon(sock: socket.socket) -> None:
@@ -143,9 +153,12 @@ def _watch_daemon(sock: socket.socket) -> None:
 
 
 def run_job(header: dict[str, Any], payload: bytes, context: WorkerContext,
-            spare: frozenset[tuple[int, float]], usercode: UserCode, max_result: int) -> None:
+            spare: frozenset[tuple[int, float]], usercode: UserCode, max_result: int,
+            gpu: Any = None) -> None:
     started = time.perf_counter()
     context.cancel_requested = False
+    if gpu is not None:
+        gpu.job_started()
     outcome = None
     try:
         context.current_job = header["job"]
@@ -164,5 +177,7 @@ def run_job(header: dict[str, Any], payload: bytes, context: WorkerContext,
     signal.signal(signal.SIGINT, context.on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     context.pump.restore()
+    if gpu is not None:  # device sync, peak pool use, memory policy: before the done frame
+        outcome.extra["gpu"] = gpu.job_finished(outcome.error)
     outcome.extra.update(seconds=round(time.perf_counter() - started, 6), leftovers_killed=leftovers)
     context.pump.flush_then_send(outcome.header(), outcome.payload)
