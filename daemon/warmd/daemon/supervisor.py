@@ -503,10 +503,14 @@ class Supervisor:
             job.cancel.requesters.clear()
             job.cancel.snapshot = []
         self.joblog.finished(job.id, job.worker_pid)
-        log.info("job %s %s (%s)", job.id, job.state, job.name,
+        gpu = header.get("gpu") if isinstance(header.get("gpu"), dict) else {}
+        log.info("job %s %s (%s)%s", job.id, job.state, job.name,
+                 f" on GPU{header.get('device')}, pool peak {gpu.get('peak_bytes')} bytes" if gpu else "",
                  extra={"JOB_ID": job.id, "JOB_STATE": job.state,
                         **({"WORKER_PID": job.worker_pid} if job.worker_pid else {}),
-                        **({"CLIENT_PID": job.client_pid} if job.client_pid else {})})
+                        **({"CLIENT_PID": job.client_pid} if job.client_pid else {}),
+                        **({"DEVICE": header["device"]} if header.get("device") is not None else {}),
+                        **({"GPU_PEAK_BYTES": gpu["peak_bytes"]} if "peak_bytes" in gpu else {})})
         self.jobs.retire(job)
         self._schedule_expiry()
         self.update_status()
