@@ -36,9 +36,12 @@ def get_default_pinned_memory_pool() -> cuda.PinnedMemoryPool:
 class ndarray:
     """Device array stand-in: numpy data plus a block from the fake pool."""
 
-    def __init__(self, host: _np.ndarray) -> None:
+    def __init__(self, host: _np.ndarray, data: "cuda.MemoryPointer | None" = None) -> None:
         self._host = host
-        self.data = cuda.alloc(host.nbytes)
+        self.data = cuda.alloc(host.nbytes) if data is None else data
+
+    def __getitem__(self, key) -> "ndarray":
+        return ndarray(self._host[key], self.data)  # a view: shares its base's block
 
     shape = property(lambda self: self._host.shape)
     dtype = property(lambda self: self._host.dtype)
