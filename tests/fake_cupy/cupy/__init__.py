@@ -99,5 +99,9 @@ def asarray(a, dtype=None) -> ndarray:
     return a if isinstance(a, ndarray) and dtype is None else ndarray(_np.asarray(a, dtype))
 
 
+def abs(a) -> ndarray:  # noqa: A001 - cupy's name
+    return ndarray(_np.abs(a._host))
+
+
 def asnumpy(a) -> _np.ndarray:
     return a.get() if isinstance(a, ndarray) else _np.asarray(a)

@@ -1,0 +1,1 @@
+"""Fake cupyx: only scipy.ndimage, wrapping SciPy's on the fake arrays' numpy data."""
