@@ -292,7 +292,8 @@ def test_each_job_reports_its_peak_and_the_memory_goes_back_to_the_pool(make_dae
     r = d.warmctl("wait", big.job_id, "--json")
     assert json.loads(r.stdout)["gpu"]["peak_bytes"] == g1["peak_bytes"]
     assert f"job {big.job_id} succeeded" in d.log_text()
-    assert f"on GPU0, pool peak {g1['peak_bytes']} bytes" in d.log_text()
+    finished = next(line for line in d.log_text().splitlines() if f"job {big.job_id} succeeded" in line)
+    assert "device=0" in finished and f"gpu_peak_bytes={g1['peak_bytes']}" in finished
 
 
 def test_policy_free_empties_the_pool_after_each_job(make_daemon):

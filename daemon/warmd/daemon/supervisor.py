@@ -504,8 +504,7 @@ class Supervisor:
             job.cancel.snapshot = []
         self.joblog.finished(job.id, job.worker_pid)
         gpu = header.get("gpu") if isinstance(header.get("gpu"), dict) else {}
-        log.info("job %s %s (%s)%s", job.id, job.state, job.name,
-                 f" on GPU{header.get('device')}, pool peak {gpu.get('peak_bytes')} bytes" if gpu else "",
+        log.info("job %s %s (%s)", job.id, job.state, job.name,
                  extra={"JOB_ID": job.id, "JOB_STATE": job.state,
                         **({"WORKER_PID": job.worker_pid} if job.worker_pid else {}),
                         **({"CLIENT_PID": job.client_pid} if job.client_pid else {}),
