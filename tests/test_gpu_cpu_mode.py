@@ -211,6 +211,7 @@ def test_warmctl_exec_on_a_device_of_a_cpu_daemon_is_a_clear_error(make_daemon):
 @pytest.mark.parametrize("setting, expected", [
     ("gpu_memory_limit = 1.5", "workers.gpu_memory_limit: a fraction must lie in (0, 1]"),
     ('gpu_memory_limit = "-3"', "workers.gpu_memory_limit"),
+    ('gpu_memory_limit = "1.5"', "workers.gpu_memory_limit: 1 bytes is too small"),
     ("gpu_memory_limit = -3", "workers.gpu_memory_limit"),
     ("gpu_memory_limit = 1", "workers.gpu_memory_limit: 1 bytes is too small"),
     ('gpu_memory_policy = "sometimes"', "workers.gpu_memory_policy"),
@@ -405,6 +406,80 @@ def test_a_device_that_fails_its_first_kernel_fails_warm_up_clearly(make_daemon)
             client.submit(where_am_i).result(timeout=30)
     assert "warm-up failed at gpu first kernel" in status["warmup_error"]
     assert "the device computed" in status["warmup_error"]
+
+
+def test_cuda_errors_are_told_from_other_errors_by_name_and_cause():
+    from warmd.gpu.errors import cuda_error_in
+    runtime_error = "cupy_backends.cuda.api.runtime.CUDARuntimeError"
+    assert cuda_error_in({"type": runtime_error, "traceback": ""}) == runtime_error
+    assert cuda_error_in({"type": "cupy.cuda.cufft.CuFFTError"}) == "cupy.cuda.cufft.CuFFTError"
+    chained = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+               "cupy_backends.cuda.libs.cublas.CUBLASError: CUBLAS_STATUS_EXECUTION_FAILED\n\n"
+               "The above exception was the direct cause of the following exception:\n\n"
+               "Traceback (most recent call last):\n  File \"x.py\", line 3, in g\n"
+               "helpers.PipelineError: well B03 failed\n")
+    assert cuda_error_in({"type": "helpers.PipelineError", "traceback": chained}).endswith("CUBLASError")
+    for other in ("ValueError", "cupy.cuda.memory.OutOfMemoryError", "cupy.cuda.compiler.CompileException",
+                  "mylib.CUDARuntimeError"):
+        assert cuda_error_in({"type": other, "traceback": f"{other}: no"}) is None, other
+    assert cuda_error_in(None) is None
+
+
+class _Pool:
+    """Just enough of a cupy pool for PeakTracker: blocks in use, by id."""
+
+    def __init__(self):
+        self.blocks = {}
+
+    def used_bytes(self):
+        self.samples += 1
+        return sum(self.blocks.values())
+
+    samples = 0
+
+
+class _Cuda:
+    def __init__(self, pool):
+        self.pool, self.allocator = pool, self.malloc
+
+    def malloc(self, size):
+        mem = type("Mem", (), {"size": size})()
+        self.pool.blocks[id(mem)] = size
+        return type("Ptr", (), {"mem": mem})()
+
+    def get_allocator(self):
+        return self.allocator
+
+    def set_allocator(self, allocator):
+        self.allocator = allocator
+
+
+def test_peak_tracker_sees_the_exact_peak_while_sampling_rarely():
+    import random
+    from warmd.gpu.memory import PeakTracker
+    pool = _Pool()
+    cuda = _Cuda(pool)
+    tracker = PeakTracker(cuda, pool)
+    rng = random.Random(7)
+    allocations = 0
+    for job in range(20):
+        tracker.start()
+        live, peak = [], sum(pool.blocks.values())
+        for _ in range(500):
+            if live and rng.random() < 0.5:
+                del pool.blocks[id(live.pop(rng.randrange(len(live))).mem)]
+            else:
+                live.append(cuda.get_allocator()(rng.choice([512, 4096, 1 << 20])))
+                allocations += 1
+                peak = max(peak, sum(pool.blocks.values()))
+        assert tracker.stop() == (peak, True), job
+        for ptr in live:
+            del pool.blocks[id(ptr.mem)]
+    assert pool.samples < allocations / 2  # far fewer samples than allocations (about 1 in 4 here)
+    cuda.set_allocator(cuda.malloc)  # a job replacing the allocator: reported, then undone
+    tracker.start()
+    cuda.set_allocator(cuda.malloc)
+    assert tracker.stop()[1] is False and cuda.get_allocator() is tracker
 
 
 def test_gpu_code_needs_no_device_to_import():
