@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from ..channel import Channel
+from ..channel import RECV_SIZE, Channel
 from ..errors import DaemonUnavailable, WarmdError
 from ..protocol import Frame
 from . import jobspec
@@ -184,7 +184,7 @@ class Client(concurrent.futures.Executor):
         error: BaseException
         try:
             while True:
-                data = self._channel.sock.recv(1 << 20)
+                data = self._channel.sock.recv(RECV_SIZE)
                 if not data:
                     error = self._core.eof()
                     break
