@@ -260,6 +260,15 @@ def test_config_page_states_each_default(key):
         f"man/warmd.toml.5: {key} default is {found.group(1)!r}, config.SCHEMA says {default!r}"
 
 
+def test_config_page_examples_are_valid_configs(tmp_path):
+    examples = re.findall(r"^\.EX\n(.*?)^\.EE", Page("warmd.toml.5").source, re.M | re.S)
+    assert examples, "man/warmd.toml.5 has no examples"
+    for i, example in enumerate(examples):
+        path = tmp_path / f"example{i}.toml"
+        path.write_text(plain(example))
+        config.load(path, required=True)  # raises ConfigError naming the bad key
+
+
 # ---------------------------------------------------------------- warmd-protocol(7)
 
 def test_protocol_page_documents_messages_and_error_codes():
