@@ -696,7 +696,7 @@ class Supervisor:
         job = self._job_or_error(conn, frame, req)
         if job is None:
             return
-        conn.send({"t": "attached", "req": req, "job": job.id, "state": job.state})
+        # One reply, after the replay: the client knows it has everything when it arrives.
         for data in job.events:
             conn.write(data)
         conn.send({"t": "logs_end", "req": req, "job": job.id, "state": job.state})
