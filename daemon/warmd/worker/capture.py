@@ -30,9 +30,10 @@ class OutputPump:
             self._readers[r] = target
             self._writers[target] = w
         self.restore()
-        # Line-buffer Python's own streams so prints stream live.
-        sys.stdout.reconfigure(line_buffering=True)
-        sys.stderr.reconfigure(line_buffering=True)
+        # Line-buffer Python's own streams so prints stream live, a line in one write
+        # (also under PYTHONUNBUFFERED, which would split print()'s pieces).
+        sys.stdout.reconfigure(line_buffering=True, write_through=False)
+        sys.stderr.reconfigure(line_buffering=True, write_through=False)
         self._poll = select.poll()
         for r in self._readers:
             self._poll.register(r, select.POLLIN)
