@@ -43,7 +43,9 @@ def parse_size(value: Any) -> int:
     if isinstance(value, str):
         m = _SIZE.match(value)
         if m:
-            return int(float(m.group(1)) * _UNITS[(m.group(2) or "").upper()])
+            size = float(m.group(1)) * _UNITS[(m.group(2) or "").upper()]
+            if size == int(size):  # "1.5GiB" is fine, "0.5" bytes is not
+                return int(size)
     raise ValueError(f'expected a size such as 1073741824 or "1GiB", got {value!r}')
 
 

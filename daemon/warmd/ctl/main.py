@@ -257,6 +257,7 @@ def _event_json(event: Any) -> dict[str, Any]:
 def follow(client: Any, future: Any) -> int:
     """Stream a job to the terminal. Ctrl-C once interrupts the job, twice kills it;
     warmctl itself keeps running until the job has ended, then exits with its status."""
+    future.job_id  # raises now if the daemon refused the job (bad device, shutting down...)
     printer = render.JobPrinter()
     requests: queue.SimpleQueue = queue.SimpleQueue()
     presses = [0]

@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import paths, proctree
 from .._version import __version__
 from ..config import Config, load
-from ..errors import WarmdError
+from ..errors import AlreadyRunning, WarmdError
 from . import listener as listening
 from .logs import JobOutputLog, setup as setup_logging
 from .notify import Notifier
@@ -84,16 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = read_config(args)
         log = setup_logging(config["daemon"]["log_level"])
+        placement = build_placement(config)  # before binding: a bad setting leaves no socket behind
         lst = listening.from_systemd()
         started_by = "systemd" if lst is not None else ("autostart" if args.detach else "manual")
         if lst is None:
             sock_path = Path(config["daemon"]["socket"]) if config["daemon"]["socket"] else paths.default_socket()
             lst = listening.bind(sock_path)
-        placement = build_placement(config)
     except WarmdError as exc:
         print(f"warmd: {exc}", file=sys.stderr)
         ready.send(f"error: {exc}")
-        from ..errors import AlreadyRunning
         return EXIT_RUNNING if isinstance(exc, AlreadyRunning) else EXIT_CONFIG
     proctree.become_subreaper()
     supervisor = Supervisor(config, lst, started_by, placement, Notifier(), JobOutputLog())
