@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import wait
 
 import psutil
 import pytest
@@ -142,7 +143,7 @@ def test_cancel_edge_cases(daemon):
             f = client.submit(helpers_cancel.quick, 1)
             assert client.cancel(f.job_id) in ("cancelled", "finished", "already_finished",
                                                "removed_from_queue")
-            f.exception(timeout=30) if not f.cancelled() else None
+            assert wait([f], timeout=30).done == {f}
         assert client.ping()["pid"] == daemon.pid
 
 
@@ -153,10 +154,10 @@ def test_cancel_queued_job_and_from_another_client(make_daemon):
         job_pids(running)
         queued = a.submit(helpers_cancel.quick, 1)
         assert b.cancel(queued.job_id) == "removed_from_queue"
-        assert queued.cancelled()
         assert b.cancel(running.job_id) == "cancelled"  # any client may cancel
-        running.exception(timeout=30) if not running.cancelled() else None
-        assert running.cancelled()
+        # client a learns of both ends through its own connection
+        wait([queued, running], timeout=30)
+        assert queued.cancelled() and running.cancelled()
 
 
 def test_worker_killed_from_outside_makes_the_job_lost(daemon):
