@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     ready = _ReadyPipe(args.ready_fd)
     if args.detach:
         _detach()
+        # An autostarted daemon is nobody's service: a client running inside one must not
+        # lend it that service's notify socket or watchdog.
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+                     "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)
     try:
         config = read_config(args)
         log = setup_logging(config["daemon"]["log_level"])
