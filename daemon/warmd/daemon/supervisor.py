@@ -662,17 +662,19 @@ class Supervisor:
 
     def on_attach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         job = self._job_or_error(conn, frame, req)
-        if job is None:
-            return
-        since = int(frame.get("since", 0))
-        conn.send({"t": "attached", "req": req, "job": job.id, "state": job.state})
-        for data in job.events[since:]:
-            conn.write(data)
+        if job is not None:
+            conn.send({"t": "attached", "req": req, "job": job.id, "state": job.state})
+            for data in job.events[int(frame.get("since", 0)):]:
+                conn.write(data)
+            self._deliver_end(conn, job, job.subscribers)
+
+    def _deliver_end(self, conn: ClientConnection, job: Job, listeners: set) -> None:
+        """Send the job's end now if it has one, else add ``conn`` to those told at the end."""
         if job.finished_state:
             conn.write(job.done_frame)
             job.fetched = True
         else:
-            job.subscribers.add(conn)
+            listeners.add(conn)
 
     def on_detach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         job = self.jobs.get(str(frame.header["job"]))
@@ -686,11 +688,7 @@ class Supervisor:
         if job is None:
             return
         conn.send({"t": "waiting", "req": req, "job": job.id, "state": job.state})
-        if job.finished_state:
-            conn.write(job.done_frame)
-            job.fetched = True
-        else:
-            job.waiters.add(conn)
+        self._deliver_end(conn, job, job.waiters)
 
     def on_logs(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         job = self._job_or_error(conn, frame, req)
