@@ -255,3 +255,14 @@ def test_jobs_and_results_over_the_frame_limit_are_clear_errors(make_daemon):
         worker_pids = {w["pid"] for w in client.status()["workers"]}
         assert len(client.submit(_big, 1000).result(timeout=30)) == 1000
         assert worker_pids == {w["pid"] for w in client.status()["workers"]}  # nobody was killed
+
+
+def test_named_config_files_must_exist_and_sizes_take_every_unit(tmp_path):
+    env = dict(os.environ, WARMD_CONFIG=str(tmp_path / "missing.toml"))
+    r = subprocess.run([sys.executable, "-m", "warmd", "--socket", str(tmp_path / "s.sock")],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 78 and "missing.toml does not exist" in r.stderr
+    from warmd.config import parse_size
+    assert [parse_size(v) for v in ("2Gi", "4KiB", "1M", "3tb")] == [2 * 1024**3, 4096, 10**6, 3 * 10**12]
+    with pytest.raises(ValueError):
+        parse_size("0.5")

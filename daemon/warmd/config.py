@@ -15,9 +15,10 @@ from typing import Any, Callable
 from .errors import ConfigError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "KIB": 1024, "M": 1000**2, "MB": 1000**2,
-          "MIB": 1024**2, "G": 1000**3, "GB": 1000**3, "GIB": 1024**3, "T": 1000**4,
-          "TB": 1000**4, "TIB": 1024**4}
+_UNITS = {"": 1, "B": 1}
+for _power, _letter in enumerate("KMGT", start=1):
+    _UNITS.update({_letter: 1000**_power, f"{_letter}B": 1000**_power,
+                   f"{_letter}I": 1024**_power, f"{_letter}IB": 1024**_power})
 
 
 def _int(minimum: int) -> Callable[[Any], int]:
@@ -96,8 +97,8 @@ def _log_level(value: Any) -> str:
 
 
 def _path(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a path, got {value!r}")
+    if not isinstance(value, str):
+        raise ValueError(f"expected a path (or \"\" for the default), got {value!r}")
     return value
 
 

@@ -59,6 +59,8 @@ class ClientCore:
                     raise_for(frame)
                     raise ProtocolError(f"expected a welcome from the daemon, got {frame.type!r}")
                 self.welcome = frame
+                # Accept whatever the daemon may send: results up to its own frame limit.
+                self.reader.max_payload = max(self.reader.max_payload, int(frame.get("max_frame") or 0))
                 continue
             if frame.type in ("event", "done"):
                 item = from_frame(frame)

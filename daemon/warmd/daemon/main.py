@@ -55,11 +55,12 @@ def read_config(args: argparse.Namespace) -> Config:
     if args.socket:
         overrides["daemon.socket"] = args.socket
     path = Path(args.config) if args.config else paths.config_file()
-    config = load(path, overrides, required=bool(args.config))
+    required = bool(args.config or os.environ.get("WARMD_CONFIG"))  # named files must exist
+    config = load(path, overrides, required=required)
     if args.preload:
         imports = list(config["warmup"]["import"]) + [m for m in args.preload
                                                       if m not in config["warmup"]["import"]]
-        config = load(path, {**overrides, "warmup.import": imports}, required=bool(args.config))
+        config = load(path, {**overrides, "warmup.import": imports}, required=required)
     return config
 
 
