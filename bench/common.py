@@ -1,0 +1,167 @@
+"""Shared pieces: a hand-started warmd daemon, statistics, the machine's description."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PLATE = REPO / "examples" / "plate"
+
+
+def runtime_base() -> str:
+    """Where daemons' socket directories go: a tmpfs when there is one, as $XDG_RUNTIME_DIR
+    (/run/user/UID) is under systemd. The daemon keeps its ledger of running jobs beside
+    the socket, and on a disk file system every job start and end costs a file replace."""
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return "/tmp"
+
+
+def pythonpath() -> str:
+    """bench/ and the example on the path of every process a peer starts."""
+    return os.pathsep.join(filter(None, [str(BENCH), str(PLATE), os.environ.get("PYTHONPATH")]))
+
+
+def setup_environment() -> None:
+    os.environ["PYTHONPATH"] = pythonpath()
+    for p in (str(PLATE), str(BENCH)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+
+class Daemon:
+    """A warmd daemon started by hand on a private socket, as the test suite does."""
+
+    def __init__(self, config: str, name: str = "bench") -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=f"wdb-{name}-", dir=runtime_base()))
+        (self.root / "run").mkdir(mode=0o700)
+        self.socket = self.root / "run" / "warmd.sock"
+        self.config = self.root / "warmd.toml"
+        self.config.write_text(config)
+        self.env = dict(os.environ, XDG_RUNTIME_DIR=str(self.root / "run"),
+                        XDG_STATE_HOME=str(self.root / "state"),
+                        XDG_CONFIG_HOME=str(self.root / "config"), WARMD_SOCKET=str(self.socket),
+                        PYTHONPATH=pythonpath())
+        for key in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID", "WARMD_CONFIG"):
+            self.env.pop(key, None)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Daemon":
+        read_end, write_end = os.pipe()
+        self.log = open(self.root / "daemon.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "warmd", "--socket", str(self.socket), "--config", str(self.config),
+             "--ready-fd", str(write_end), "--log-level", "warning"],
+            env=self.env, pass_fds=(write_end,), stdout=self.log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as ready:
+            answer = ready.read().decode().strip()
+        if answer != "ok":
+            raise RuntimeError(f"warmd did not start: {answer!r}\n{self.log_text()}")
+        return self
+
+    def client(self, **kwargs):
+        import warmd
+        return warmd.Client(self.socket, autostart=False, **kwargs)
+
+    def wait_warm(self, workers: int, timeout: float = 120.0) -> list[int]:
+        """Block until ``workers`` workers are idle; return their pids."""
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while True:
+                ws = client.status()["workers"]
+                idle = [w["pid"] for w in ws if w["state"] == "idle"]
+                if len(idle) >= workers and len(ws) == len(idle):
+                    return idle
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"workers not warm after {timeout} s: {ws}\n{self.log_text()}")
+                time.sleep(0.02)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        path = self.root / "daemon.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            leftovers = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            leftovers = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for p in leftovers:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        self.log.close()
+        self.proc = None
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "Daemon":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest rank."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, round(q / 100 * (len(s) - 1))))
+    return s[k]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50": pct(values, 50), "p99": pct(values, 99),
+            "mean": statistics.fmean(values) if values else float("nan"),
+            "min": min(values) if values else float("nan")}
+
+
+def machine() -> dict[str, str]:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
+                      if line.startswith("Model name")), "?")
+    except OSError:
+        model = "?"
+    return {"cpu": model, "cpus": str(os.cpu_count()), "kernel": platform.release(),
+            "runtime_dir": runtime_base(),
+            "python": platform.python_version(),
+            "memory_gib": f"{psutil.virtual_memory().total / 2**30:.1f}"}
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for name in ("warmd", "cloudpickle", "psutil", "numpy", "scipy", "scikit-image", "dask",
+                 "distributed", "warmpool", "py-spy", "pyinstrument"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "MISSING"
+    return out
