@@ -15,10 +15,11 @@ from typing import Any, Callable
 from .errors import ConfigError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1}
-for _power, _letter in enumerate("KMGT", start=1):
-    _UNITS.update({_letter: 1000**_power, f"{_letter}B": 1000**_power,
-                   f"{_letter}I": 1024**_power, f"{_letter}IB": 1024**_power})
+# "", "B", then K/KB (1000) and Ki/KiB (1024) up to T/TB and Ti/TiB.
+_UNITS = {"": 1, "B": 1,
+          **{f"{letter}{suffix}": base**power
+             for power, letter in enumerate("KMGT", start=1)
+             for suffix, base in (("", 1000), ("B", 1000), ("I", 1024), ("IB", 1024))}}
 
 
 def _int(minimum: int) -> Callable[[Any], int]:
