@@ -142,12 +142,15 @@ class SocketFloor(Peer):
         while got < len(self.message):
             got += len(self.sock.recv(65536))
 
-    def map(self, fn, items):
-        for _ in items:  # pipelined: every request out, then every reply in
-            self.sock.sendall(self.message)
-        want, got = len(self.message) * len(items), 0
+    def map(self, fn, items, window: int = 64):
+        # Pipelined: up to ``window`` requests in flight (all at once would fill both
+        # socket buffers and deadlock against the echoing peer).
+        size, sent, got, want = len(self.message), 0, 0, len(self.message) * len(items)
         while got < want:
-            got += len(self.sock.recv(1 << 20))
+            while sent < len(items) and (sent * size - got) < window * size:
+                self.sock.sendall(self.message)
+                sent += 1
+            got += len(self.sock.recv(1 << 16))
         return [None] * len(items)
 
     def close(self) -> None:

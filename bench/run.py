@@ -199,10 +199,12 @@ def render(info: dict, rows: list[dict]) -> str:
                        "cancel ÷ Popen", "next ÷ Popen", "note"], body)
         out.append("")
     if sec("idle"):
-        out += [f"## 5. Idle cost over {sec('idle')[0]['window_s']:.0f} s, 2 warm workers", ""]
-        out += _table(["process", "CPU %", "wakeups/s", "RSS MB", "USS MB", "threads"],
-                      [[r["peer"], f"{r['value']:.3f}", f"{r['wakeups_per_s']:.2f}", _f(r["rss_mb"]),
-                        _f(r["uss_mb"]), str(r["threads"])] for r in sec("idle")])
+        out += ["## 5. Idle cost, 2 warm workers", ""]
+        out += _table(["process", "window s", "CPU %", "wakeups/s", "RSS MB", "USS MB", "threads", "note"],
+                      [[r["peer"], f"{r['window_s']:.0f}", f"{r['value']:.3f}", f"{r['wakeups_per_s']:.2f}",
+                        _f(r["rss_mb"]), _f(r["uss_mb"]), str(r["threads"]),
+                        (f"WatchdogSec={r['watchdog_s']:g}: a ping every {r['watchdog_s'] / 2:g} s"
+                         if r.get("watchdog_s") else "")] for r in sec("idle")])
         out.append("")
     if sec("coldstart"):
         w = _get(rows, "coldstart", "warmd autostart")
@@ -248,6 +250,12 @@ def targets(rows: list[dict]) -> list[str]:
               f"{wp['overhead_self_ms']:.2f} ms p50 (p99 {wp['overhead_self_p99_ms']:.2f} ms): wall minus the "
               f"steps timed in the worker; against a separate in-process run {wp['overhead_paired_ms']:.0f} ms "
               "paired, which is mostly machine noise")
+    sd = _get(rows, "idle", "warmd daemon under systemd")
+    if sd and sd.get("watchdog_s"):
+        need = 2 / sd["watchdog_s"] * 1.5 + 0.05  # a ping at half the deadline, with slack
+        check("idle daemon under systemd: no wakeups beyond the watchdog's", sd["wakeups_per_s"] <= need,
+              f"{sd['wakeups_per_s']:.2f} wakeups/s with WatchdogSec={sd['watchdog_s']:g} "
+              f"(pings need {2 / sd['watchdog_s']:.2f}/s), {sd['value']:.3f}% CPU")
     d = _get(rows, "idle", "warmd daemon")
     if d:
         check(f"idle daemon under {IDLE_CPU_PERCENT}% CPU", d["value"] < IDLE_CPU_PERCENT, f"{d['value']:.3f}%")
