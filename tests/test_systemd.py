@@ -569,19 +569,26 @@ def test_ledger_reports_a_dead_daemons_running_jobs_as_lost(tmp_path):
     sock = tmp_path / "warmd.sock"
     job = Job("ab12cd34", "code", "-c sleep", {}, b"", 4321, None)
     job.state, job.started, job.worker_pid = "running", 1.0, 999
-    dead = Ledger.beside(sock)
-    dead.owner = {"pid": 2 ** 22 + 1, "created": 0.0}  # a daemon that no longer runs
+    done = Job("ff", "code", "x", {}, b"", None, None)
+    done.state, done.started, done.worker_pid = "running", 1.5, 997
+    dead = Ledger(sock.with_name("warmd.sock.jobs"), {"pid": 2 ** 22 + 1, "created": 0.0})  # gone
     dead.started(job)
+    dead.started(done)
+    dead.finished(done)
+    with open(dead.path, "ab") as f:
+        f.write(b'{"start": {"id": "cut')  # a line the crash cut short
     living = Ledger.beside(sock)
     other = Job("ee", "code", "x", {}, b"", None, None)
     other.state, other.started, other.worker_pid = "running", 2.0, 998
     living.started(other)
-    assert (tmp_path / "warmd.sock.jobs").exists()
+    assert dead.path.exists() and living.path.exists()
 
-    [lost] = Ledger.beside(sock).recover(125)
+    [lost] = Ledger(sock.with_name("warmd.sock.jobs"), {"pid": 1, "created": 0.0}).recover(125)
     assert lost.id == "ab12cd34" and lost.state == LOST and lost.worker_pid == 999
     assert lost.done_header["exit_status"] == 125
     assert "restarted" in lost.done_header["error"]["message"]
-    assert Ledger.beside(sock).recover(125) == []  # taken once; the living daemon's job stays
+    assert not dead.path.exists()  # taken once
+    assert Ledger(sock.with_name("warmd.sock.jobs"), {"pid": 1, "created": 0.0}).recover(125) == []
     living.finished(other)
-    assert not (tmp_path / "warmd.sock.jobs").exists()  # empty ledger, no file
+    living.close()
+    assert not living.path.exists()  # a clean exit leaves no file

@@ -1,4 +1,4 @@
-"""The ledger of running jobs: a file beside the socket that outlives the daemon.
+"""The ledger of running jobs: files beside the socket that outlive the daemon.
 
 Jobs live in the daemon's memory. When the daemon dies without ending them
 (SIGKILL, the OOM killer, a watchdog abort), systemd starts a new one on the
@@ -6,21 +6,20 @@ same socket and clients re-attach by job id; without a record the new daemon
 could only answer "unknown job". The ledger names each job while it runs, so
 the next daemon reports those jobs as ``lost``, saying why.
 
-The file (``warmd.sock.jobs`` for ``warmd.sock``) holds JSON:
-``{"jobs": {JOB_ID: {...}}}``. Each entry names the daemon that ran the job
-(pid and start time), so a daemon that starts while an old one is still
-stopping (an autostart right after an idle exit) leaves the old one's jobs
-alone. Every change is a read-modify-write under an flock that replaces the
-file whole, so a daemon killed in the middle leaves the previous version.
+Each daemon appends to its own file (``warmd.sock.jobs.PID`` for
+``warmd.sock``): a first line naming the daemon (pid and start time), then one
+JSON line per job that starts (``{"start": {...}}``) or ends (``{"end": ID}``).
+One ``write`` per event, with no lock and no rewrite, keeps it off the
+dispatch path's costs; a line cut short by a crash is ignored. The file is
+emptied whenever nothing runs and it has grown, and removed on a clean exit. A
+new daemon takes over the files of daemons no longer alive, and leaves those of
+a daemon still stopping (an autostart right after an idle exit) alone.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,20 @@ from .jobs import LOST, RUNNING, Job
 log = logging.getLogger("warmd")
 
 SUFFIX = ".jobs"
+_COMPACT_LINES = 1000  # empty the file once this many lines are written and nothing runs
 
 
 class Ledger:
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        me = psutil.Process()
-        self.owner = {"pid": me.pid, "created": me.create_time()}
-        self._recorded: set[str] = set()  # ids this daemon wrote, so finishing others costs nothing
+    def __init__(self, base: Path | None, owner: dict[str, Any] | None = None) -> None:
+        if owner is None:
+            me = psutil.Process()
+            owner = {"pid": me.pid, "created": me.create_time()}
+        self.owner = owner
+        self.base = base
+        self.path = base.with_name(f"{base.name}.{owner['pid']}") if base else None
+        self._fd: int | None = None
+        self._running: set[str] = set()
+        self._lines = 0
 
     @classmethod
     def beside(cls, socket_path: Path | None) -> "Ledger":
@@ -48,109 +53,97 @@ class Ledger:
     # ------------------------------------------------------------ the daemon's hooks
 
     def recover(self, exit_status: int) -> list[Job]:
-        """Jobs that a daemon no longer alive left running, as finished ``lost`` jobs.
-
-        Their entries leave the file; entries of a daemon still alive stay.
-        """
-        lost: list[dict[str, Any]] = []
-        with self._edit() as jobs:
-            for job_id, entry in list(jobs.items()):
-                if not _alive(entry.get("owner") or {}):
-                    lost.append(entry)
-                    del jobs[job_id]
-        return [_lost_job(entry, exit_status) for entry in lost]
+        """Jobs that daemons no longer alive left running, as finished ``lost`` jobs."""
+        if self.base is None:
+            return []
+        lost: list[Job] = []
+        for path in sorted(self.base.parent.glob(self.base.name + ".*")):
+            if path == self.path:
+                continue
+            try:
+                lines = path.read_bytes().splitlines()
+            except OSError:
+                continue
+            owner, running = _replay(lines)
+            if owner is not None and _alive(owner):
+                continue
+            lost += [_lost_job(entry, owner, exit_status) for entry in running.values()]
+            path.unlink(missing_ok=True)
+        return lost
 
     def started(self, job: Job) -> None:
         """``job`` now runs on a worker: record it until it finishes."""
-        entry = {"id": job.id, "kind": job.kind, "name": job.name, "submitted": job.submitted,
-                 "started": job.started, "worker_pid": job.worker_pid, "client_pid": job.client_pid,
-                 "device": job.device, "owner": self.owner}
-        with self._edit(job.id) as jobs:
-            jobs[job.id] = entry
-        self._recorded.add(job.id)
+        self._running.add(job.id)
+        self._append({"start": {"id": job.id, "kind": job.kind, "name": job.name,
+                                "submitted": job.submitted, "started": job.started,
+                                "worker_pid": job.worker_pid, "client_pid": job.client_pid,
+                                "device": job.device}})
 
     def finished(self, job: Job) -> None:
-        """``job`` ended (any state): its entry goes."""
-        if job.id not in self._recorded:
+        """``job`` ended (any state): strike it off."""
+        if job.id not in self._running:
             return
-        self._recorded.discard(job.id)
-        with self._edit(job.id) as jobs:
-            jobs.pop(job.id, None)
+        self._running.discard(job.id)
+        if not self._running and self._lines >= _COMPACT_LINES and self._fd is not None:
+            os.ftruncate(self._fd, 0)  # nothing runs: nothing to keep
+            self._lines = 0
+            self._append({"owner": self.owner})
+        else:
+            self._append({"end": job.id})
+
+    def close(self) -> None:
+        """A clean exit: nothing is left running, so the file goes."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            if self.path is not None:
+                self.path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------ the file
 
-    @contextlib.contextmanager
-    def _edit(self, job_id: str | None = None) -> Iterator[dict[str, dict[str, Any]]]:
-        """The ledger's jobs, for changing in place; written back when the block ends.
-
-        A ledger that cannot be read or written is logged and skipped: it only
-        improves what clients learn after a crash, so it never stops a job.
-        """
+    def _append(self, record: dict[str, Any]) -> None:
+        # A ledger that cannot be written is logged and skipped: it only improves what
+        # clients learn after a crash, so it never stops a job.
         if self.path is None:
-            yield {}
             return
         try:
-            fd = self._open_locked()
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                                   | os.O_CLOEXEC, 0o600)
+                os.write(self._fd, _line({"owner": self.owner}))
+            os.write(self._fd, _line(record))
+            self._lines += 1
         except OSError as exc:
-            log.warning("cannot open the job ledger %s: %s", self.path, exc.strerror,
-                        extra={"JOB_ID": job_id})
-            yield {}
-            return
+            log.warning("cannot write the job ledger %s: %s", self.path, exc.strerror)
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+
+def _replay(lines: list[bytes]) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """The owner a ledger file names and the jobs it left running."""
+    owner = None
+    running: dict[str, dict[str, Any]] = {}
+    for raw in lines:
         try:
-            jobs = _parse(os.read(fd, os.fstat(fd).st_size or 1), self.path)
-            before = dict(jobs)
-            yield jobs
-            if jobs != before:
-                self._replace(jobs)
-        except OSError as exc:
-            log.warning("cannot update the job ledger %s: %s", self.path, exc.strerror,
-                        extra={"JOB_ID": job_id})
-        finally:
-            os.close(fd)  # releases the lock
-
-    def _open_locked(self) -> int:
-        """An fd of the current ledger file, holding its exclusive lock."""
-        assert self.path is not None
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
-                    return fd
-            except FileNotFoundError:
-                pass
-            os.close(fd)  # another daemon replaced or removed it while we waited: take the new one
-
-    def _replace(self, jobs: dict[str, dict[str, Any]]) -> None:
-        assert self.path is not None
-        if not jobs:
-            self.path.unlink(missing_ok=True)
-            return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        data = json.dumps({"jobs": jobs}, sort_keys=True).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-
-
-def _parse(data: bytes, path: Path) -> dict[str, dict[str, Any]]:
-    if not data.strip():
-        return {}
-    try:
-        jobs = json.loads(data)["jobs"]
-        if isinstance(jobs, dict) and all(isinstance(v, dict) for v in jobs.values()):
-            return jobs
-    except (ValueError, KeyError, TypeError):
-        pass
-    log.warning("the job ledger %s is unreadable; starting a new one", path)
-    return {}
+            record = json.loads(raw)
+        except ValueError:
+            continue  # a line cut short by the crash
+        if not isinstance(record, dict):
+            continue
+        if isinstance(record.get("owner"), dict):
+            owner = record["owner"]
+            running.clear()  # the file was emptied here
+        elif isinstance(record.get("start"), dict) and "id" in record["start"]:
+            running[str(record["start"]["id"])] = record["start"]
+        elif "end" in record:
+            running.pop(str(record["end"]), None)
+    return owner, running
 
 
 def _alive(owner: dict[str, Any]) -> bool:
-    """Whether the daemon that wrote an entry still runs (the pid alone may have been reused)."""
+    """Whether the daemon that wrote a file still runs (the pid alone may have been reused)."""
     try:
         proc = psutil.Process(int(owner["pid"]))
         return abs(proc.create_time() - float(owner["created"])) < 1.0 and \
@@ -159,15 +152,15 @@ def _alive(owner: dict[str, Any]) -> bool:
         return False
 
 
-def _lost_job(entry: dict[str, Any], exit_status: int) -> Job:
+def _lost_job(entry: dict[str, Any], owner: dict[str, Any] | None, exit_status: int) -> Job:
     job = Job(str(entry["id"]), str(entry.get("kind", "call")), str(entry.get("name", "")), {}, b"",
               entry.get("client_pid"), entry.get("device"),
               submitted=entry.get("submitted") or 0.0, state=RUNNING, started=entry.get("started"),
               worker_pid=entry.get("worker_pid"))
-    owner = (entry.get("owner") or {}).get("pid")
+    pid = (owner or {}).get("pid")
     job.finish({"state": LOST, "exit_status": exit_status,
                 "error": {"type": "DaemonRestarted", "traceback": "",
                           "message": f"warmd restarted while job {job.id} was running: the daemon "
-                                     f"(pid {owner}) ended without finishing it, so its result and "
+                                     f"(pid {pid}) ended without finishing it, so its result and "
                                      "the rest of its output are lost; submit it again"}})
     return job

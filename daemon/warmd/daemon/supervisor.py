@@ -113,6 +113,7 @@ class Supervisor:
             self._watchdog()
         self.check_idle()
         await self._done.wait()
+        self.ledger.close()
         return self.exit_code
 
     async def _serve(self) -> asyncio.AbstractServer:
