@@ -113,8 +113,10 @@ class _ProcessState:
         self.cwd = os.getcwd()
         self.argv = list(sys.argv)
         self.path = list(sys.path)
+        self.module_count = len(sys.modules)
         self.modules = set(sys.modules)
-        self.environ = dict(os.environ)
+        # os.environ's raw bytes mapping: a C-level copy and compare, not a decode per variable.
+        self.environ = dict(os.environ._data)  # type: ignore[attr-defined]
         self.streams = (sys.stdin, sys.stdout, sys.stderr)
 
     @classmethod
@@ -126,9 +128,13 @@ class _ProcessState:
         sys.argv[:] = self.argv
         sys.path[:] = self.path
         sys.stdin, sys.stdout, sys.stderr = self.streams
-        if os.environ != self.environ:
-            os.environ.clear()
-            os.environ.update(self.environ)
+        if os.environ._data != self.environ:  # type: ignore[attr-defined]
+            for key in [k for k in os.environ._data if k not in self.environ]:  # type: ignore[attr-defined]
+                os.unsetenv(key)
+            for key, value in self.environ.items():
+                os.putenv(key, value)
+            os.environ._data.clear()  # type: ignore[attr-defined]
+            os.environ._data.update(self.environ)  # type: ignore[attr-defined]
         # Forget the user's own modules this job imported from disk, so the next job re-reads
         # them; modules the client sent by value stay, checked against its next manifest.
         for name in [n for n in sys.modules if n not in self.modules]:
