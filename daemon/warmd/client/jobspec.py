@@ -41,20 +41,36 @@ class UserModules:
     def __init__(self) -> None:
         self._verdicts: dict[str, bool] = {}
         self._sources: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}
+        self._names: list[str] = []
+        self._seen: tuple[int, str | None, frozenset[str]] | None = None
         self.warm_packages: frozenset[str] = frozenset()
 
     def manifest(self) -> list[dict[str, str]]:
         out = []
-        for name, module in list(sys.modules.items()):
-            verdict = self._verdicts.get(name)
-            if verdict is None:
-                verdict = self._verdicts[name] = module is not None and is_user_module(module)
-            if not verdict or name.split(".")[0] in self.warm_packages:
-                continue
-            entry = self._entry(name, module.__file__)
+        for name in self._user_names():
+            module = sys.modules.get(name)
+            entry = self._entry(name, module.__file__) if module is not None else None
             if entry is not None:
                 out.append(entry)
         return out
+
+    def _user_names(self) -> list[str]:
+        """Names of the user's modules; re-scanned only when ``sys.modules`` changed.
+
+        Imports append to ``sys.modules``, so its length and last key tell a new
+        import without walking the thousand modules a scientific stack loads.
+        """
+        seen = (len(sys.modules), next(reversed(sys.modules), None), self.warm_packages)
+        if seen != self._seen:
+            names = []
+            for name, module in list(sys.modules.items()):
+                verdict = self._verdicts.get(name)
+                if verdict is None:
+                    verdict = self._verdicts[name] = module is not None and is_user_module(module)
+                if verdict and name.split(".")[0] not in self.warm_packages:
+                    names.append(name)
+            self._names, self._seen = names, seen
+        return self._names
 
     def _entry(self, name: str, path: str) -> dict[str, str] | None:
         try:
