@@ -274,7 +274,8 @@ def test_workers_are_pinned_one_per_device_and_status_shows_them(make_daemon):
 
 
 def test_each_job_reports_its_peak_and_the_memory_goes_back_to_the_pool(make_daemon):
-    d = fake_gpu_daemon(make_daemon, "[workers]\nspares = 0\n")
+    # debug: outside the journal a succeeded job's end is logged at debug level
+    d = fake_gpu_daemon(make_daemon, '[daemon]\nlog_level = "debug"\n[workers]\nspares = 0\n')
     with d.client() as client:
         big = client.submit(allocate, 8 * MiB)
         pid = big.result(timeout=30)

@@ -93,3 +93,15 @@ def test_progress_bar_on_a_terminal(daemon):
 def test_no_progress_bar_when_not_a_terminal(daemon):
     r = daemon.warmctl("exec", "-c", "import warmd; warmd.progress(1, 2, 'x'); print('ok')")
     assert r.returncode == 0 and r.stdout == "ok\n" and r.stderr == ""
+
+
+def test_plain_log_keeps_failures_not_every_success(daemon):
+    with daemon.client() as client:
+        ok = client.submit(helpers_jobs.add, 1, 2)
+        bad = client.submit(helpers_jobs.fail, "x")
+        ok.result(timeout=30)
+        with pytest.raises(helpers_jobs.PipelineError):
+            bad.result(timeout=30)
+    text = daemon.log_text()
+    assert f"job {bad.job_id} failed" in text
+    assert f"job {ok.job_id}" not in text

@@ -26,7 +26,7 @@ from ..protocol import (E_BAD_REQUEST, E_NO_WORKERS, E_SHUTTING_DOWN, E_UNKNOWN_
                         python_version)
 from . import pool, status
 from .connections import ClientConnection, WorkerConnection
-from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, Job, JobTable
+from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, SUCCEEDED, Job, JobTable
 from .ledger import Ledger
 from .listener import Listener
 from .logs import JobOutputLog
@@ -504,17 +504,24 @@ class Supervisor:
             job.cancel.requesters.clear()
             job.cancel.snapshot = []
         self.joblog.finished(job.id, job.worker_pid)
-        gpu = header.get("gpu") if isinstance(header.get("gpu"), dict) else {}
-        log.info("job %s %s (%s)", job.id, job.state, job.name,
-                 extra={"JOB_ID": job.id, "JOB_STATE": job.state,
-                        **({"WORKER_PID": job.worker_pid} if job.worker_pid else {}),
-                        **({"CLIENT_PID": job.client_pid} if job.client_pid else {}),
-                        **({"DEVICE": header["device"]} if header.get("device") is not None else {}),
-                        **({"GPU_PEAK_BYTES": gpu["peak_bytes"]} if "peak_bytes" in gpu else {})})
+        # Every end goes to the journal (searchable by JOB_ID); a plain log file keeps the
+        # ones worth reading, or a busy client would grow it by a line per job.
+        level = logging.INFO if job.state != SUCCEEDED or self.joblog.enabled else logging.DEBUG
+        if log.isEnabledFor(level):
+            self._log_end(job, header, level)
         self.jobs.retire(job)
         self._schedule_expiry()
         self.update_status()
         self.check_idle()
+
+    def _log_end(self, job: Job, header: dict[str, Any], level: int) -> None:
+        gpu = header.get("gpu") if isinstance(header.get("gpu"), dict) else {}
+        log.log(level, "job %s %s (%s)", job.id, job.state, job.name,
+                extra={"JOB_ID": job.id, "JOB_STATE": job.state,
+                       **({"WORKER_PID": job.worker_pid} if job.worker_pid else {}),
+                       **({"CLIENT_PID": job.client_pid} if job.client_pid else {}),
+                       **({"DEVICE": header["device"]} if header.get("device") is not None else {}),
+                       **({"GPU_PEAK_BYTES": gpu["peak_bytes"]} if "peak_bytes" in gpu else {})})
 
     def _schedule_expiry(self) -> None:
         if self._expiry_handle is not None:
