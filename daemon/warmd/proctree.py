@@ -42,6 +42,23 @@ def has_children() -> bool:
     return True
 
 
+def child_pids() -> set[int] | None:
+    """This process's children from /proc/self/task/*/children (no scan of all of /proc),
+    or None where the kernel does not offer that file."""
+    pids: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+        for tid in tasks:
+            try:
+                with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                    pids.update(int(p) for p in f.read().split())
+            except FileNotFoundError:
+                continue  # that thread ended
+    except OSError:
+        return None
+    return pids
+
+
 def descendants(pid: int | None = None) -> list[psutil.Process]:
     """All living-or-zombie descendants of ``pid`` (default: this process)."""
     try:

@@ -366,7 +366,9 @@ class Supervisor:
             self.after_exit(leftovers, lambda: self._job_worker_died(job, worker))
         elif leftovers:
             self.after_exit(leftovers, lambda: None)
-        self.fill_pool()
+        # Starting a replacement forks and execs from this loop: let the cancel's answer
+        # and the spare's next job go out first.
+        self._loop.call_soon(self.fill_pool)
         self.dispatch()
         self.check_stopped()
 
@@ -400,6 +402,9 @@ class Supervisor:
 
     def _orphans(self) -> list[psutil.Process]:
         """Our children that are not workers, with their descendants: leftovers of dead workers."""
+        direct = proctree.child_pids()
+        if direct is not None and direct <= self.workers.keys():
+            return []  # the common case, known without walking all of /proc
         try:
             children = psutil.Process().children()
         except psutil.Error:
@@ -579,7 +584,6 @@ class Supervisor:
         proctree.send(c.snapshot, sig)
         if stage == "terminate":
             c.timer = self._loop.call_later(c.terminate_grace, self._escalate, job, "kill")
-        self.fill_pool()  # a replacement warms while the spare takes the next job
 
     # ---------------------------------------------------------------- clients
 
