@@ -266,3 +266,15 @@ def test_named_config_files_must_exist_and_sizes_take_every_unit(tmp_path):
     assert [parse_size(v) for v in ("2Gi", "4KiB", "1M", "3tb")] == [2 * 1024**3, 4096, 10**6, 3 * 10**12]
     with pytest.raises(ValueError):
         parse_size("0.5")
+
+
+def test_a_clean_stop_removes_the_socket_and_the_ledger(daemon):
+    with daemon.client() as client:
+        client.submit(helpers_jobs.add, 1, 1).result(timeout=30)
+    assert daemon.socket.exists()
+    r = daemon.warmctl("shutdown")
+    assert r.returncode == 0
+    daemon.proc.wait(timeout=30)
+    assert daemon.proc.returncode == 0
+    leftovers = [p.name for p in daemon.socket.parent.iterdir() if p.name != "warmd.sock.lock"]
+    assert leftovers == []

@@ -19,15 +19,19 @@ class Listener:
     sock: socket.socket
     path: Path | None
     activated: bool  # True when systemd owns the socket (never unlink it then)
+    # (device, inode) of the file bind() made: a socket fd's own fstat names the socket,
+    # not that file, so this is how remove() tells ours from a successor's.
+    bound: tuple[int, int] | None = None
 
     def remove(self) -> None:
-        if self.activated or self.path is None:
+        """Unlink the socket file if it is still the one this daemon bound."""
+        if self.activated or self.path is None or self.bound is None:
             return
         try:
-            # Only unlink the path if it is still our socket, not a successor's.
-            if self.path.stat().st_ino == os.fstat(self.sock.fileno()).st_ino:
+            st = self.path.stat()
+            if (st.st_dev, st.st_ino) == self.bound:
                 self.path.unlink()
-        except (FileNotFoundError, OSError):
+        except OSError:
             pass
 
 
@@ -70,7 +74,8 @@ def bind(path: Path, backlog: int = 128) -> Listener:
     finally:
         os.umask(old)
     sock.listen(backlog)
-    return Listener(sock, path, activated=False)
+    st = path.stat()
+    return Listener(sock, path, activated=False, bound=(st.st_dev, st.st_ino))
 
 
 def _answers(path: Path) -> bool:
