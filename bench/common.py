@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -13,6 +11,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from warmd.testing import LocalDaemon
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -40,41 +40,13 @@ def setup_environment() -> None:
             sys.path.insert(0, p)
 
 
-class Daemon:
+class Daemon(LocalDaemon):
     """A warmd daemon started by hand on a private socket, as the test suite does."""
 
     def __init__(self, config: str, name: str = "bench") -> None:
-        self.root = Path(tempfile.mkdtemp(prefix=f"wdb-{name}-", dir=runtime_base()))
-        (self.root / "run").mkdir(mode=0o700)
-        self.socket = self.root / "run" / "warmd.sock"
-        self.config = self.root / "warmd.toml"
-        self.config.write_text(config)
-        self.env = dict(os.environ, XDG_RUNTIME_DIR=str(self.root / "run"),
-                        XDG_STATE_HOME=str(self.root / "state"),
-                        XDG_CONFIG_HOME=str(self.root / "config"), WARMD_SOCKET=str(self.socket),
-                        PYTHONPATH=pythonpath())
-        for key in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID", "WARMD_CONFIG"):
-            self.env.pop(key, None)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Daemon":
-        read_end, write_end = os.pipe()
-        self.log = open(self.root / "daemon.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "warmd", "--socket", str(self.socket), "--config", str(self.config),
-             "--ready-fd", str(write_end), "--log-level", "warning"],
-            env=self.env, pass_fds=(write_end,), stdout=self.log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as ready:
-            answer = ready.read().decode().strip()
-        if answer != "ok":
-            raise RuntimeError(f"warmd did not start: {answer!r}\n{self.log_text()}")
-        return self
-
-    def client(self, **kwargs):
-        import warmd
-        return warmd.Client(self.socket, autostart=False, **kwargs)
+        root = Path(tempfile.mkdtemp(prefix=f"wdb-{name}-", dir=runtime_base()))
+        super().__init__(root, config, ("--log-level", "warning"), pythonpath=(BENCH, PLATE),
+                         remove_root=True)
 
     def wait_warm(self, workers: int, timeout: float = 120.0) -> list[int]:
         """Block until ``workers`` workers are idle; return their pids."""
@@ -88,43 +60,6 @@ class Daemon:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"workers not warm after {timeout} s: {ws}\n{self.log_text()}")
                 time.sleep(0.02)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_text(self) -> str:
-        path = self.root / "daemon.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            leftovers = psutil.Process(self.pid).children(recursive=True)
-        except psutil.Error:
-            leftovers = []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for p in leftovers:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-        self.log.close()
-        self.proc = None
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> "Daemon":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def pct(values: list[float], q: float) -> float:

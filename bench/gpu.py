@@ -26,8 +26,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from warmd.testing import LocalDaemon
 
 BENCH = Path(__file__).resolve().parent
 MiB = 1024**2
@@ -131,51 +131,13 @@ def cold_runs(runs: int, size: int, sigma: float, visible: str, budget: Budget) 
     return out
 
 
-class Daemon:
+class Daemon(LocalDaemon):
     """A private warmd daemon for the bench, on its own socket; stopped with SIGTERM."""
 
     def __init__(self, config: str) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="wdgpu-", dir="/tmp"))
-        (self.root / "run").mkdir(mode=0o700)
-        self.socket = self.root / "run" / "warmd.sock"
-        (self.root / "warmd.toml").write_text(config)
-        self.env = dict(os.environ, XDG_RUNTIME_DIR=str(self.root / "run"),
-                        XDG_STATE_HOME=str(self.root / "state"),
-                        PYTHONPATH=os.pathsep.join(filter(None, [str(BENCH), os.environ.get("PYTHONPATH")])))
-        for key in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID", "WARMD_CONFIG"):
-            self.env.pop(key, None)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Daemon":
-        read_end, write_end = os.pipe()
-        self.log = open(self.root / "daemon.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "warmd", "--socket", str(self.socket), "--config",
-             str(self.root / "warmd.toml"), "--ready-fd", str(write_end), "--log-level", "warning"],
-            env=self.env, pass_fds=(write_end,), stdout=self.log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as ready:
-            answer = ready.read().decode().strip()
-        if answer != "ok":
-            raise RuntimeError(f"warmd did not start: {answer}\n{self.log_text()}")
-        return self
-
-    def log_text(self) -> str:
-        path = self.root / "daemon.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.proc is not None:
-            self.log.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        root = Path(tempfile.mkdtemp(prefix="wdgpu-", dir="/tmp"))
+        super().__init__(root, config, ("--log-level", "warning"), pythonpath=(BENCH,),
+                         remove_root=True)
 
 
 def wait_warm(client: Any, timeout: float) -> dict[str, Any]:

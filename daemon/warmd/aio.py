@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from .client import jobspec
 from .client.connect import connect, socket_path
-from .client.core import ClientCore, JobItem, Reply, raise_for
+from .client.core import ClientCore, JobItem, raise_for
 from .client.events import Event, Finished
 from .client.outcome import JobCancelled, result_of
 from .errors import DaemonUnavailable, WarmdError

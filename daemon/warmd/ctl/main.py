@@ -12,12 +12,9 @@ from typing import Any, Callable
 
 from .._version import __version__
 from ..paths import SOCKET_HELP
-from ..errors import (DaemonUnavailable, JobExit, JobLost, ProtocolError, RequestFailed, UnknownJob,
-                      VersionMismatch, WarmdError)
+from ..errors import (DaemonUnavailable, ProtocolError, RequestFailed, UnknownJob, VersionMismatch,
+                      WarmdError)
 from . import exitcodes, render
-
-READ_VERBS = ("ping", "status", "jobs", "wait", "logs")
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

@@ -14,7 +14,6 @@ import secrets
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 from typing import Any

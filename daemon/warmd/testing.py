@@ -1,0 +1,112 @@
+"""A warmd daemon started by hand on a private socket, for tests and benchmarks.
+
+It is a child of the calling process (not detached), reports readiness through
+``--ready-fd`` (no polling), keeps its socket, config, state and log in one
+directory, and ``stop()`` ends it and every process it left behind.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+# The service manager's and the user's settings must not leak into a private daemon.
+_PRIVATE = ("NOTIFY_SOCKET", "JOURNAL_STREAM", "LISTEN_FDS", "LISTEN_PID", "WARMD_CONFIG",
+            "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+class LocalDaemon:
+    """``root`` holds run/warmd.sock, warmd.toml (``config``), state/ and daemon.log.
+
+    ``root`` should be short: a Unix socket path is limited to 108 bytes.
+    ``pythonpath`` entries are put first on the daemon's (and so its workers') path.
+    """
+
+    def __init__(self, root: Path, config: str = "", args: tuple[str, ...] = (), *,
+                 pythonpath: tuple[str | os.PathLike, ...] = (), remove_root: bool = False) -> None:
+        self.root = Path(root)
+        self.socket = self.root / "run" / "warmd.sock"
+        self.config = self.root / "warmd.toml"
+        self.config.write_text(config)
+        self.args = tuple(args)
+        self.remove_root = remove_root
+        self.proc: subprocess.Popen | None = None
+        self._log: Any = None
+        path = [str(p) for p in pythonpath] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+        self.env = dict(os.environ, XDG_RUNTIME_DIR=str(self.root / "run"),
+                        XDG_STATE_HOME=str(self.root / "state"),
+                        XDG_CONFIG_HOME=str(self.root / "config"), WARMD_SOCKET=str(self.socket),
+                        PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(path))
+        for key in _PRIVATE:
+            self.env.pop(key, None)
+
+    def start(self) -> "LocalDaemon":
+        (self.root / "run").mkdir(mode=0o700, exist_ok=True)
+        read_end, write_end = os.pipe()
+        self._log = open(self.root / "daemon.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "warmd", "--socket", str(self.socket), "--config", str(self.config),
+             "--ready-fd", str(write_end), *self.args],
+            env=self.env, pass_fds=(write_end,), stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as ready:
+            answer = ready.read().decode().strip()  # written once the socket is served
+        if answer != "ok":
+            self.proc.wait(timeout=60)
+            raise RuntimeError(f"warmd did not start: {answer!r}\n{self.log_text()}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "start() first"
+        return self.proc.pid
+
+    def log_text(self) -> str:
+        path = self.root / "daemon.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def client(self, **kwargs: Any):
+        """A ``warmd.Client`` on this daemon (no autostart unless asked)."""
+        from .client.sync import Client
+        kwargs.setdefault("autostart", False)
+        return Client(self.socket, **kwargs)
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> None:
+        """SIGTERM and wait (SIGKILL after 30 s), then kill anything of it still alive."""
+        if self.proc is not None:
+            leftovers = self.descendants()
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            for proc in leftovers:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+            self._log.close()
+            self.proc = None
+        if self.remove_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "LocalDaemon":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
