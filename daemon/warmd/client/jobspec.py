@@ -43,7 +43,19 @@ class UserModules:
         self._sources: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}
         self._names: list[str] = []
         self._seen: tuple[int, str | None, frozenset[str]] | None = None
+        self._path: list[str] = []
+        self._path_key: tuple[tuple[str, ...], str] | None = None
         self.warm_packages: frozenset[str] = frozenset()
+
+    def sys_path(self) -> list[str]:
+        """The client's own import directories, so job code (and its subprocesses) find its
+        modules; worked out again only when sys.path or the working directory changed."""
+        key = (tuple(sys.path), os.getcwd())
+        if key != self._path_key:
+            dirs = [os.path.abspath(p or ".") for p in sys.path]
+            self._path = [d for d in dict.fromkeys(dirs) if is_user_file(d) and os.path.isdir(d)]
+            self._path_key = key
+        return self._path
 
     def manifest(self) -> list[dict[str, str]]:
         out = []
@@ -94,20 +106,11 @@ class UserModules:
         return entry
 
 
-def user_sys_path() -> list[str]:
-    """The client's own import directories, so job code (and its subprocesses) find its modules."""
-    return [os.path.abspath(p or ".") for p in sys.path if _is_user_dir(os.path.abspath(p or "."))
-            and os.path.isdir(p or ".")]
-
-
-# Resolving a path is several syscalls per component: remember each sys.path entry's verdict.
-_is_user_dir = functools.lru_cache(maxsize=256)(is_user_file)
-
-
 def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules) -> JobRequest:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     inner = dumps((fn, tuple(args), dict(kwargs)))
-    payload = pickle.dumps((modules.manifest(), user_sys_path(), inner), protocol=pickle.HIGHEST_PROTOCOL)
+    payload = pickle.dumps((modules.manifest(), modules.sys_path(), inner),
+                           protocol=pickle.HIGHEST_PROTOCOL)
     return JobRequest("call", name, payload)
 
 
