@@ -572,7 +572,10 @@ def test_ledger_reports_a_dead_daemons_running_jobs_as_lost(tmp_path):
     done = Job("ff", "code", "x", {}, b"", None, None)
     done.state, done.started, done.worker_pid = "running", 1.5, 997
     dead = Ledger(sock.with_name("warmd.sock.jobs"), {"pid": 2 ** 22 + 1, "created": 0.0})  # gone
+    waiting = Job("cc", "code", "y", {}, b"", None, None)
+    dead.queued(job)
     dead.started(job)
+    dead.queued(waiting)
     dead.started(done)
     dead.finished(done)
     with open(dead.path, "ab") as f:
@@ -583,8 +586,10 @@ def test_ledger_reports_a_dead_daemons_running_jobs_as_lost(tmp_path):
     living.started(other)
     assert dead.path.exists() and living.path.exists()
 
-    [lost] = Ledger(sock.with_name("warmd.sock.jobs"), {"pid": 1, "created": 0.0}).recover(125)
+    lost, queued = sorted(Ledger(sock.with_name("warmd.sock.jobs"), {"pid": 1, "created": 0.0})
+                          .recover(125), key=lambda j: j.id != "ab12cd34")
     assert lost.id == "ab12cd34" and lost.state == LOST and lost.worker_pid == 999
+    assert queued.id == "cc" and "was queued" in queued.done_header["error"]["message"]
     assert lost.done_header["exit_status"] == 125
     assert "restarted" in lost.done_header["error"]["message"]
     assert not dead.path.exists()  # taken once

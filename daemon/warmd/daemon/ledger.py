@@ -4,11 +4,13 @@ Jobs live in the daemon's memory. When the daemon dies without ending them
 (SIGKILL, the OOM killer, a watchdog abort), systemd starts a new one on the
 same socket and clients re-attach by job id; without a record the new daemon
 could only answer "unknown job". The ledger names each job while it runs, so
-the next daemon reports those jobs as ``lost``, saying why.
+the next daemon reports those jobs as ``lost``, saying why. Queued jobs are
+recorded too: a crash forgets them as surely as the running ones.
 
 Each daemon appends to its own file (``warmd.sock.jobs.PID`` for
 ``warmd.sock``): a first line naming the daemon (pid and start time), then one
-JSON line per job that starts (``{"start": {...}}``) or ends (``{"end": ID}``).
+JSON line per job that is queued (``{"queue": {...}}``), starts (``{"start": {...}}``)
+or ends (``{"end": ID}``).
 One ``write`` per event, with no lock and no rewrite, keeps it off the
 dispatch path's costs; a line cut short by a crash is ignored. The file is
 emptied whenever nothing runs and it has grown, and removed on a clean exit. A
@@ -42,7 +44,7 @@ class Ledger:
         self.base = base
         self.path = base.with_name(f"{base.name}.{owner['pid']}") if base else None
         self._fd: int | None = None
-        self._running: set[str] = set()
+        self._open: set[str] = set()  # queued or running: not yet ended
         self._lines = 0
 
     @classmethod
@@ -71,20 +73,22 @@ class Ledger:
             path.unlink(missing_ok=True)
         return lost
 
+    def queued(self, job: Job) -> None:
+        """``job`` was accepted: record it until it ends."""
+        self._open.add(job.id)
+        self._append({"queue": _entry(job)})
+
     def started(self, job: Job) -> None:
-        """``job`` now runs on a worker: record it until it finishes."""
-        self._running.add(job.id)
-        self._append({"start": {"id": job.id, "kind": job.kind, "name": job.name,
-                                "submitted": job.submitted, "started": job.started,
-                                "worker_pid": job.worker_pid, "client_pid": job.client_pid,
-                                "device": job.device}})
+        """``job`` now runs on a worker."""
+        self._open.add(job.id)
+        self._append({"start": _entry(job)})
 
     def finished(self, job: Job) -> None:
         """``job`` ended (any state): strike it off."""
-        if job.id not in self._running:
+        if job.id not in self._open:
             return
-        self._running.discard(job.id)
-        if not self._running and self._lines >= _COMPACT_LINES and self._fd is not None:
+        self._open.discard(job.id)
+        if not self._open and self._lines >= _COMPACT_LINES and self._fd is not None:
             os.ftruncate(self._fd, 0)  # nothing runs: nothing to keep
             self._lines = 0
             self._append({"owner": self.owner})
@@ -117,12 +121,18 @@ class Ledger:
             log.warning("cannot write the job ledger %s: %s", self.path, exc.strerror)
 
 
+def _entry(job: Job) -> dict[str, Any]:
+    return {"id": job.id, "kind": job.kind, "name": job.name, "submitted": job.submitted,
+            "started": job.started, "worker_pid": job.worker_pid, "client_pid": job.client_pid,
+            "device": job.device}
+
+
 def _line(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
 def _replay(lines: list[bytes]) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
-    """The owner a ledger file names and the jobs it left running."""
+    """The owner a ledger file names and the jobs it left queued or running."""
     owner = None
     running: dict[str, dict[str, Any]] = {}
     for raw in lines:
@@ -135,8 +145,10 @@ def _replay(lines: list[bytes]) -> tuple[dict[str, Any] | None, dict[str, dict[s
         if isinstance(record.get("owner"), dict):
             owner = record["owner"]
             running.clear()  # the file was emptied here
-        elif isinstance(record.get("start"), dict) and "id" in record["start"]:
-            running[str(record["start"]["id"])] = record["start"]
+        elif isinstance(record.get("start") or record.get("queue"), dict):
+            entry = record.get("start") or record.get("queue")
+            if "id" in entry:
+                running[str(entry["id"])] = entry
         elif "end" in record:
             running.pop(str(record["end"]), None)
     return owner, running
@@ -158,9 +170,10 @@ def _lost_job(entry: dict[str, Any], owner: dict[str, Any] | None, exit_status: 
               submitted=entry.get("submitted") or 0.0, state=RUNNING, started=entry.get("started"),
               worker_pid=entry.get("worker_pid"))
     pid = (owner or {}).get("pid")
+    where = "running" if entry.get("started") else "queued"
     job.finish({"state": LOST, "exit_status": exit_status,
                 "error": {"type": "DaemonRestarted", "traceback": "",
-                          "message": f"warmd restarted while job {job.id} was running: the daemon "
+                          "message": f"warmd restarted while job {job.id} was {where}: the daemon "
                                      f"(pid {pid}) ended without finishing it, so its result and "
                                      "the rest of its output are lost; submit it again"}})
     return job

@@ -665,6 +665,7 @@ class Supervisor:
         job = Job(self.jobs.new_id(), kind, str(h.get("name") or kind), run, frame.payload,
                   conn.pid, device)
         self.jobs.add(job)
+        self.ledger.queued(job)
         if h.get("attach", True):
             job.subscribers.add(conn)
         conn.send({"t": "accepted", "req": req, "job": job.id})
