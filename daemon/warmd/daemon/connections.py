@@ -49,7 +49,7 @@ class ClientConnection(asyncio.Protocol):
         self.reader.receive_data(data)
         try:
             while not self.closed and (frame := self.reader.next_frame()) is not None:
-                self.supervisor.handle(self, frame)
+                self.supervisor.requests.handle(self, frame)
         except VersionMismatch as exc:
             self.fail(E_VERSION, str(exc))
         except ProtocolError as exc:

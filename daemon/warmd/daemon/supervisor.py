@@ -21,9 +21,7 @@ import psutil
 from .. import proctree
 from .._version import __version__
 from ..config import Config
-from ..protocol import (E_BAD_REQUEST, E_NO_WORKERS, E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE,
-                        E_VERSION, CLIENT_MESSAGES, Frame, check_hello, cloudpickle_version,
-                        python_version)
+from ..protocol import Frame, cloudpickle_version, python_version
 from . import pool, status
 from .connections import ClientConnection, WorkerConnection
 from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, SUCCEEDED, Job, JobTable
@@ -33,12 +31,12 @@ from .logs import JobOutputLog
 from .notify import Notifier
 from .placement import Placement
 from .pool import LIVE, WorkerProcess, WorkerState
+from .requests import CANCEL_STAGES, Requests
 
 log = logging.getLogger("warmd")
 
 EXIT_LOST = 125          # exit status of a job whose worker died under it
 EXIT_CANCELLED = 130     # as a shell reports a command ended by Ctrl-C
-_STAGES = ("interrupt", "terminate", "kill")
 _MAX_BACKOFF = 60.0
 
 
@@ -68,6 +66,7 @@ class Supervisor:
                              daemon_cfg["result_ttl"])
         self.workers: dict[int, WorkerProcess] = {}   # by pid, until reaped
         self.clients: set[ClientConnection] = set()
+        self.requests = Requests(self)
         self.started = time.time()
         self.python = python_version()
         self.cloudpickle = cloudpickle_version()
@@ -558,7 +557,7 @@ class Supervisor:
                 terminate_grace=graces["terminate_grace"] if terminate_grace is None else terminate_grace)
         if requester is not None:
             c.requesters.append(requester)
-        if c.stage is None or _STAGES.index(stage) > _STAGES.index(c.stage):
+        if c.stage is None or CANCEL_STAGES.index(stage) > CANCEL_STAGES.index(c.stage):
             self._escalate(job, stage)
         return "pending"
 
@@ -599,144 +598,16 @@ class Supervisor:
         self.check_idle()
         self.check_stopped()
 
-    def handle(self, conn: ClientConnection, frame: Frame) -> None:
-        kind = frame.type
-        req = frame.get("req")
-        if not conn.greeted:
-            if kind != "hello":
-                conn.fail(E_BAD_REQUEST, 'the first frame must be "hello" (handshake)')
-                return
-            problem = check_hello(frame.header, self.python, self.cloudpickle)
-            if problem:
-                log.warning("refused client pid %s: %s", conn.pid, problem, extra={"CLIENT_PID": conn.pid})
-                conn.fail(E_VERSION, problem)
-                return
-            conn.greeted = True
-            conn.send({"t": "welcome", "version": __version__, "pid": os.getpid(),
-                       "started_by": self.started_by, "warm_packages": self.warm_packages,
-                       "max_frame": self.max_payload})
-            return
-        if kind not in CLIENT_MESSAGES:
-            conn.send({"t": "error", "req": req, "code": E_UNKNOWN_TYPE,
-                       "message": f"unknown message type {kind!r}"})
-            return
-        handler = getattr(self, f"on_{kind}")
-        try:
-            handler(conn, frame, req)
-        except (KeyError, TypeError, ValueError) as exc:
-            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST,
-                       "message": f"bad {kind} request: {type(exc).__name__}: {exc}"})
-
-    def _job_or_error(self, conn: ClientConnection, frame: Frame, req: Any) -> Job | None:
-        job_id = frame.header["job"]
-        job = self.jobs.get(str(job_id))
-        if job is None:
-            conn.send({"t": "error", "req": req, "code": E_UNKNOWN_JOB, "job": job_id,
-                       "message": f"no job {job_id!r}: it never existed here or its result expired "
-                                  "(see 'warmctl jobs')"})
-        return job
-
-    def on_hello(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": "already greeted"})
-
-    def on_ping(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        conn.send({"t": "pong", "req": req, "pid": os.getpid(), "version": __version__})
-
-    def on_submit(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        if self.stopping:
-            conn.send({"t": "error", "req": req, "code": E_SHUTTING_DOWN,
-                       "message": "the daemon is shutting down; submit again in a moment"})
-            return
-        h = frame.header
-        kind = h["kind"]
-        if kind not in ("call", "script", "code"):
-            raise ValueError(f"kind must be call, script or code, not {kind!r}")
-        device = h.get("device")
-        problem = self.placement.check_request(device)
-        if problem:
-            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": problem})
-            return
-        if self.warmup_error and not any(w.state in LIVE for w in self.workers.values()):
-            conn.send({"t": "error", "req": req, "code": E_NO_WORKERS,
-                       "message": _no_worker_header(self.warmup_error)["error"]["message"]})
-            return
-        run = {"kind": kind, "argv": list(h.get("argv") or []), "cwd": h.get("cwd"),
-               "path": h.get("path"), "name": h.get("name")}
-        job = Job(self.jobs.new_id(), kind, str(h.get("name") or kind), run, frame.payload,
-                  conn.pid, device)
+    def add_job(self, job: Job) -> Job:
+        """Queue a new job (recorded in the ledger); the caller answers, then dispatches."""
         self.jobs.add(job)
         self.ledger.queued(job)
-        if h.get("attach", True):
-            job.subscribers.add(conn)
-        conn.send({"t": "accepted", "req": req, "job": job.id})
-        log.debug("job %s queued (%s)", job.id, job.name, extra={"JOB_ID": job.id, "CLIENT_PID": conn.pid})
-        self.dispatch()
-        self.update_status()
+        log.debug("job %s queued (%s)", job.id, job.name,
+                  extra={"JOB_ID": job.id, "CLIENT_PID": job.client_pid})
+        return job
 
-    def on_attach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        job = self._job_or_error(conn, frame, req)
-        if job is not None:
-            conn.send({"t": "attached", "req": req, "job": job.id, "state": job.state})
-            for data in job.events[int(frame.get("since", 0)):]:
-                conn.write(data)
-            self._deliver_end(conn, job, job.subscribers)
-
-    def _deliver_end(self, conn: ClientConnection, job: Job, listeners: set) -> None:
-        """Send the job's end now if it has one, else add ``conn`` to those told at the end."""
-        if job.finished_state:
-            conn.write(job.done_frame)
-            job.fetched = True
-        else:
-            listeners.add(conn)
-
-    def on_detach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        job = self.jobs.get(str(frame.header["job"]))
-        if job is not None:
-            job.subscribers.discard(conn)
-            job.waiters.discard(conn)
-        conn.send({"t": "detached", "req": req, "job": frame.header["job"]})
-
-    def on_wait(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        job = self._job_or_error(conn, frame, req)
-        if job is None:
-            return
-        conn.send({"t": "waiting", "req": req, "job": job.id, "state": job.state})
-        self._deliver_end(conn, job, job.waiters)
-
-    def on_logs(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        job = self._job_or_error(conn, frame, req)
-        if job is None:
-            return
-        # One reply, after the replay: the client knows it has everything when it arrives.
-        for data in job.events:
-            conn.write(data)
-        conn.send({"t": "logs_end", "req": req, "job": job.id, "state": job.state})
-
-    def on_cancel(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        job = self._job_or_error(conn, frame, req)
-        if job is None:
-            return
-        mode = frame.get("mode", "interrupt")
-        if mode not in _STAGES:
-            raise ValueError(f"mode must be one of {', '.join(_STAGES)}, not {mode!r}")
-        result = self.cancel(job, mode, _grace(frame.get("interrupt_grace")),
-                             _grace(frame.get("terminate_grace")), (conn, req))
-        if result == "finished":
-            conn.send({"t": "cancelled", "req": req, "job": job.id, "outcome": "already_finished",
-                       "state": job.state})
-        elif result == "removed":
-            conn.send({"t": "cancelled", "req": req, "job": job.id, "outcome": "removed_from_queue",
-                       "state": job.state})
-
-    def on_status(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        conn.send({"t": "status", "req": req, **self.status()})
-
-    def on_jobs(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        conn.send({"t": "jobs", "req": req, "jobs": [j.summary() for j in self.jobs.jobs.values()]})
-
-    def on_shutdown(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        conn.send({"t": "ok", "req": req})
-        self.request_stop(f"shutdown requested by pid {conn.pid}")
+    def no_worker_message(self) -> str:
+        return _no_worker_header(self.warmup_error or "")["error"]["message"]
 
     # ---------------------------------------------------------------- idle exit, status
 
@@ -797,15 +668,6 @@ def _connection_pending(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     return bool(poller.poll(0))
-
-
-def _grace(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    if value < 0:
-        raise ValueError("a grace must be >= 0 seconds")
-    return value
 
 
 def _cancel_header(message: str) -> dict[str, Any]:
