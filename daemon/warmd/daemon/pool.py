@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +44,6 @@ class WorkerProcess:
     popen: subprocess.Popen
     sock: socket.socket
     state: WorkerState = WorkerState.STARTING
-    spawned: float = field(default_factory=time.monotonic)
     token: str | None = None
     warmup_steps: list[dict[str, Any]] = field(default_factory=list)
     warmup_seconds: float | None = None

@@ -87,7 +87,6 @@ class Supervisor:
         self._retry_handle: asyncio.TimerHandle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._expiry_handle: asyncio.TimerHandle | None = None
-        self._watchdog_handle: asyncio.TimerHandle | None = None
         self._idle_task: asyncio.Task | None = None
         self.ledger = Ledger.beside(listener.path)  # running jobs, for the next daemon after a crash
 
@@ -135,7 +134,7 @@ class Supervisor:
         if self.stopping:
             return
         self.notifier.watchdog()
-        self._watchdog_handle = self._loop.call_later(self.notifier.watchdog_interval, self._watchdog)
+        self._loop.call_later(self.notifier.watchdog_interval, self._watchdog)
 
     def request_stop(self, reason: str, *, drain: bool = False) -> None:
         """Stop accepting, end what is held (cancel it, or with ``drain`` let it finish), exit."""

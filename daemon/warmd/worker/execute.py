@@ -113,7 +113,6 @@ class _ProcessState:
         self.cwd = os.getcwd()
         self.argv = list(sys.argv)
         self.path = list(sys.path)
-        self.module_count = len(sys.modules)
         self.modules = set(sys.modules)
         # os.environ's raw bytes mapping: a C-level copy and compare, not a decode per variable.
         self.environ = dict(os.environ._data)  # type: ignore[attr-defined]

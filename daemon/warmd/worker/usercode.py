@@ -13,7 +13,6 @@ import os
 import sys
 from types import ModuleType
 
-from ..codepaths import is_user_module
 
 _SHA = "__warmd_sha__"
 
@@ -71,6 +70,3 @@ def warm_modules() -> set[str]:
     """Names loaded so far (at the end of warm-up): these stay as they are."""
     return set(sys.modules)
 
-
-def is_job_module(module: ModuleType) -> bool:
-    return is_user_module(module)
