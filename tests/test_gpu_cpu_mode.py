@@ -77,13 +77,15 @@ def plain_failure():
 
 # ---------------------------------------------------------------- helpers
 
-def fake_gpu_daemon(make_daemon, config: str = "", devices: int = 1, memory: int | None = None):
+def fake_gpu_daemon(make_daemon, config: str = "", devices: int = 1, memory: int | None = None,
+                    **env: str):
     d = make_daemon(config, start=False)
     d.env["PYTHONPATH"] = os.pathsep.join([str(FAKE_CUPY), d.env["PYTHONPATH"]])
     d.env["FAKE_CUPY_DEVICES"] = str(devices)
     if memory is not None:
         d.env["FAKE_CUPY_MEMORY"] = str(memory)
     d.env.pop("CUDA_VISIBLE_DEVICES", None)
+    d.env.update(env)
     return d.start()
 
 
@@ -260,8 +262,8 @@ def test_workers_are_pinned_one_per_device_and_status_shows_them(make_daemon):
     assert sorted(w["device"] for w in status["workers"]) == [0, 1]
     for w in status["workers"]:
         steps = [s["step"] for s in w["warmup_steps"]]
-        assert steps[:5] == ["gpu import cupy", "gpu select device", "gpu create context",
-                             "gpu memory limit", "gpu first kernel"]
+        assert steps[:4] == ["gpu import cupy", "gpu create context", "gpu memory limit",
+                             "gpu first kernel"]
         assert w["gpu"]["device"] == w["device"] and w["gpu"]["policy"] == "keep"
     # each worker sees exactly one device: the one it is pinned to, as its device 0
     assert on1["device"] == 1 and on1["pci"] == 1 and on1["count"] == 1
@@ -392,10 +394,7 @@ def test_memory_limit_caps_the_pool(make_daemon):
 
 
 def test_a_device_that_fails_its_first_kernel_fails_warm_up_clearly(make_daemon):
-    d = make_daemon("[workers]\nspares = 0\n", start=False)
-    d.env.update(fake_env(1), FAKE_CUPY_BROKEN="1")
-    d.env["PYTHONPATH"] = os.pathsep.join([str(FAKE_CUPY), str(TESTS)])
-    d.start()
+    d = fake_gpu_daemon(make_daemon, "[workers]\nspares = 0\n", FAKE_CUPY_BROKEN="1")
     with d.client() as client:
         deadline = time.monotonic() + 30
         while not client.status()["warmup_error"] and time.monotonic() < deadline:
@@ -482,5 +481,7 @@ def test_peak_tracker_sees_the_exact_peak_while_sampling_rarely():
 
 
 def test_gpu_code_needs_no_device_to_import():
-    from warmd.gpu import errors, memory, options, worker  # noqa: F401
-    assert "cupy" not in sys.modules
+    code = "import sys; from warmd.gpu import errors, memory, options, worker; print('cupy' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, **fake_env()})  # a fresh process: even with cupy importable
+    assert r.stdout.strip() == "False", r.stderr

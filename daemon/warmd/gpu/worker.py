@@ -4,9 +4,9 @@ Imported only by a worker the daemon started for a device: CUDA_VISIBLE_DEVICES
 shows that worker exactly one GPU, which is therefore device 0 here, whatever
 the daemon calls it (``device``).
 
-Warm-up, each step timed for ``warmctl status``: import cupy, select the
-device, create its context, cap the memory pool (workers.gpu_memory_limit),
-run a first kernel. The configured imports and hooks run afterwards, on this
+Warm-up, each step timed for ``warmctl status``: import cupy, create the
+device's context, cap the memory pool (workers.gpu_memory_limit), run a first
+kernel. The configured imports and hooks run afterwards, on this
 device and under the cap, so hooks can compile the pipeline's kernels.
 
 After each job, before its ``done`` frame: wait for the device (a poisoned
@@ -58,7 +58,6 @@ class GpuWorker:
     def warm_up(self) -> list[dict[str, Any]]:
         """Run the GPU steps; raise WarmupFailed naming the one that broke."""
         self.cupy = self._step("gpu import cupy", lambda: importlib.import_module("cupy"))
-        self._step("gpu select device", self._select_device)
         self._step("gpu create context", self._create_context)
         self._step("gpu memory limit", self._set_limit)
         self._step("gpu first kernel", self._first_kernel)
@@ -66,18 +65,17 @@ class GpuWorker:
         self.tracker.start()
         return self.steps
 
-    def _select_device(self) -> None:
+    def _create_context(self) -> None:
         cuda = self.cupy.cuda
         count = cuda.runtime.getDeviceCount()
         if count < 1:
             raise RuntimeError(f"no GPU is visible to this worker (CUDA_VISIBLE_DEVICES="
                                f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+        # Since CUDA 12 selecting the device creates its primary context (on older
+        # runtimes memGetInfo, the first call that needs the device, does).
         cuda.Device(0).use()
         self.properties = cuda.runtime.getDeviceProperties(0)
-
-    def _create_context(self) -> None:
-        # The first runtime call that needs the device creates its primary context.
-        free, total = self.cupy.cuda.runtime.memGetInfo()
+        free, total = cuda.runtime.memGetInfo()
         self.memory = int(total)
 
     def _set_limit(self) -> None:
