@@ -8,6 +8,8 @@ asserted against a clock.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from warmd.gpu.inventory import probe
@@ -15,6 +17,7 @@ from warmd.gpu.inventory import probe
 from gpu_jobs import allocate, first_kernel, illegal_address, invalid_device, pinned_device
 
 MiB = 1024**2
+PLATE = Path(__file__).resolve().parents[2] / "examples" / "plate"
 
 
 def _no_gpu_reason() -> str | None:
@@ -91,3 +94,19 @@ def test_a_job_that_triggers_a_cuda_error_gets_its_worker_recycled(make_daemon, 
     assert gpu["action"] == "recycle" and "CUDA context may be unusable" in gpu["recycle"]
     assert after["pid"] != before and after["had_context"]  # a fresh, warm worker took over
     assert f"recycling worker pid {before}" in d.log_text()
+
+
+def test_the_plate_pipeline_gives_the_cpu_numbers_on_the_gpu(make_daemon, monkeypatch, record_property):
+    monkeypatch.syspath_prepend(str(PLATE))
+    import pipeline
+    local = pipeline.run(wells=3, size=96, seed=4)  # numpy: not in a worker
+    d = make_daemon("[workers]\nspares = 0\ndevices = [0]\n")
+    with d.client() as client:
+        remote = client.submit(pipeline.run, wells=3, size=96, seed=4).result(timeout=120)
+    assert remote["device"] == 0 and local["device"] is None
+    # float32 filters on two libraries: identical counts, measurements to rounding
+    assert [w["nuclei"] for w in remote["wells"]] == [w["nuclei"] for w in local["wells"]]
+    for gpu, cpu in zip(remote["wells"], local["wells"]):
+        assert gpu["mean_area"] == pytest.approx(cpu["mean_area"], rel=1e-3)
+        assert gpu["intensity"] == pytest.approx(cpu["intensity"], rel=1e-3)
+    record_property("plate_wells", remote["wells"])
