@@ -22,6 +22,7 @@ from .client.events import Event, Finished
 from .client.outcome import JobCancelled, result_of
 from .errors import DaemonUnavailable, WarmdError
 from .protocol import Frame
+from .receiver import BufferedReceiver
 
 __all__ = ["AsyncClient", "AsyncJob", "JobCancelled"]
 
@@ -93,11 +94,11 @@ class AsyncJob:
         self._changed.set()
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(BufferedReceiver):
     def __init__(self, client: "AsyncClient") -> None:
         self.client = client
 
-    def data_received(self, data: bytes) -> None:
+    def received(self, data: memoryview) -> None:
         self.client._received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -10,11 +10,7 @@ import threading
 from typing import Any
 
 from .errors import ProtocolError
-from .protocol import DEFAULT_MAX_PAYLOAD, Frame, FrameReader, encode
-
-# Bytes asked of one recv(). Python allocates the whole size for every call: 1 MiB
-# went through mmap and munmap each time (about 15 µs); 64 KiB stays on the heap.
-RECV_SIZE = 1 << 16
+from .protocol import DEFAULT_MAX_PAYLOAD, RECV_SIZE, Frame, FrameReader, encode
 
 
 class Channel:

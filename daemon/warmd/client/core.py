@@ -50,7 +50,7 @@ class ClientCore:
         req = next(self._req)
         return req, encode({"t": message, "req": req, **fields}, payload)
 
-    def receive_data(self, data: bytes) -> list[Delivery]:
+    def receive_data(self, data: bytes | memoryview) -> list[Delivery]:
         self.reader.receive_data(data)
         out: list[Delivery] = []
         while (frame := self.reader.next_frame()) is not None:

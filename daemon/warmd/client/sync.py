@@ -8,9 +8,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any, Callable
 
-from ..channel import RECV_SIZE, Channel
+from ..channel import Channel
 from ..errors import DaemonUnavailable, WarmdError
-from ..protocol import Frame
+from ..protocol import RECV_SIZE, Frame
 from . import jobspec
 from .connect import connect, socket_path
 from .core import ClientCore, JobItem, Reply, raise_for

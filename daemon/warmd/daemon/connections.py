@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ProtocolError, VersionMismatch
 from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, FrameReader, encode
+from ..receiver import BufferedReceiver
 from .listener import peer_credentials
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ log = logging.getLogger("warmd")
 _LINGER = 5.0  # seconds a refused peer gets to read our error before we close
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(BufferedReceiver):
     def __init__(self, supervisor: "Supervisor", max_payload: int) -> None:
         self.supervisor = supervisor
         self.reader = FrameReader(max_payload)
@@ -43,7 +44,7 @@ class ClientConnection(asyncio.Protocol):
         self.accepted = True
         self.supervisor.client_connected(self)
 
-    def data_received(self, data: bytes) -> None:
+    def received(self, data: memoryview) -> None:
         if self.closed:
             return
         self.reader.receive_data(data)
@@ -94,7 +95,7 @@ class ClientConnection(asyncio.Protocol):
         return False  # the peer is done: close our side too
 
 
-class WorkerConnection(asyncio.Protocol):
+class WorkerConnection(BufferedReceiver):
     def __init__(self, supervisor: "Supervisor", worker: "WorkerProcess") -> None:
         self.supervisor = supervisor
         self.worker = worker
@@ -106,7 +107,7 @@ class WorkerConnection(asyncio.Protocol):
         self.worker.connection = self
         self.supervisor.worker_connected(self.worker)
 
-    def data_received(self, data: bytes) -> None:
+    def received(self, data: memoryview) -> None:
         self.reader.receive_data(data)
         try:
             while (frame := self.reader.next_frame()) is not None:

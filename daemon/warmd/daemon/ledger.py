@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from ..protocol import compact_json
 from .jobs import LOST, RUNNING, Job
 
 log = logging.getLogger("warmd")
@@ -128,7 +129,7 @@ def _entry(job: Job) -> dict[str, Any]:
 
 
 def _line(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+    return compact_json(record).encode() + b"\n"
 
 
 def _replay(lines: list[bytes]) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
