@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..protocol import (CLIENT_MESSAGES, E_BAD_REQUEST, E_NO_WORKERS, E_SHUTTING_DOWN, E_UNKNOWN_JOB,
-                        E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello)
+                        E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode)
 from .connections import ClientConnection
 from .jobs import Job
 from .pool import LIVE
@@ -106,12 +106,16 @@ class Requests:
             return
         run = {"kind": kind, "argv": list(h.get("argv") or []), "cwd": h.get("cwd"),
                "path": h.get("path"), "name": h.get("name")}
-        job = sup.add_job(Job(sup.jobs.new_id(), kind, str(h.get("name") or kind), run, frame.payload,
-                              conn.pid, device))
+        job = sup.submit(Job(sup.jobs.new_id(), kind, str(h.get("name") or kind), run, frame.payload,
+                             conn.pid, device))
+        # The job may already run: the worker got it first. The client learns the id,
+        # then the events so far, in one write.
+        accepted = encode({"t": "accepted", "req": req, "job": job.id})
         if h.get("attach", True):
+            conn.write(b"".join([accepted, *job.events]))
             job.subscribers.add(conn)
-        conn.send({"t": "accepted", "req": req, "job": job.id})  # before the job's first event
-        sup.dispatch()
+        else:
+            conn.write(accepted)
         sup.update_status()
 
     def on_attach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:

@@ -477,9 +477,11 @@ class Supervisor:
         job.state = RUNNING
         job.started = time.time()
         job.worker_pid = worker.pid
-        self.ledger.started(job)  # before the worker sees it: a crash from here on leaves a record
         worker.connection.send({**job.run_header, "t": "run", "job": job.id}, job.payload)
         job.payload = b""
+        # After the send, so the worker starts sooner; a crash in between loses a job that
+        # was queued (and so recorded) or whose client has not yet been told its id.
+        self.ledger.started(job)
         self.job_event(job, {"kind": "state", "state": RUNNING, "worker_pid": worker.pid,
                              "device": worker.device})
 
@@ -490,10 +492,10 @@ class Supervisor:
 
     def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None:
         done = job.finish(header, payload)
-        self.ledger.finished(job)
         receivers = job.subscribers | job.waiters
         for conn in receivers:
             conn.write(done)
+        self.ledger.finished(job)
         job.fetched = bool(receivers)
         job.subscribers.clear()
         job.waiters.clear()
@@ -597,12 +599,17 @@ class Supervisor:
         self.check_idle()
         self.check_stopped()
 
-    def add_job(self, job: Job) -> Job:
-        """Queue a new job (recorded in the ledger); the caller answers, then dispatches."""
+    def submit(self, job: Job) -> Job:
+        """Queue a new job and start it if a worker is free; the caller then answers the client.
+
+        The ledger records it before the client learns its id (started, or else queued).
+        """
         self.jobs.add(job)
-        self.ledger.queued(job)
         log.debug("job %s queued (%s)", job.id, job.name,
                   extra={"JOB_ID": job.id, "CLIENT_PID": job.client_pid})
+        self.dispatch()
+        if job.state == QUEUED:
+            self.ledger.queued(job)
         return job
 
     def no_worker_message(self) -> str:
