@@ -136,7 +136,7 @@ class _ProcessState:
             os.environ._data.update(self.environ)  # type: ignore[attr-defined]
         # Forget the user's own modules this job imported from disk, so the next job re-reads
         # them; modules the client sent by value stay, checked against its next manifest.
-        for name in [n for n in sys.modules if n not in self.modules]:
+        for name in sys.modules.keys() - self.modules:
             module = sys.modules.get(name)
             if module is not None and is_user_module(module) and not hasattr(module, "__warmd_sha__"):
                 del sys.modules[name]

@@ -18,8 +18,9 @@ _SHA = "__warmd_sha__"
 
 
 class _SourceLoader(importlib.abc.Loader):
-    def __init__(self, entry: dict[str, str]) -> None:
+    def __init__(self, entry: dict[str, str], loaded: set[str]) -> None:
         self.entry = entry
+        self.loaded = loaded
 
     def create_module(self, spec):  # default module creation
         return None
@@ -27,6 +28,7 @@ class _SourceLoader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         entry = self.entry
         setattr(module, _SHA, entry["sha"])
+        self.loaded.add(entry["name"])
         code = compile(entry["source"], entry["path"], "exec", dont_inherit=True)
         exec(code, module.__dict__)
 
@@ -37,18 +39,21 @@ class UserCode(importlib.abc.MetaPathFinder):
     def __init__(self, warm: set[str]) -> None:
         self.warm = warm               # modules loaded by warm-up: never replaced
         self.entries: dict[str, dict[str, str]] = {}
+        self.loaded: set[str] = set()  # names this hook has loaded: the only ones to check
         sys.meta_path.insert(0, self)
 
     def install(self, manifest: list[dict[str, str]]) -> None:
         self.entries = {e["name"]: e for e in manifest}
-        for name in [n for n in sys.modules if n not in self.warm]:
+        for name in [n for n in self.loaded if n not in self.warm]:
             module = sys.modules.get(name)
             entry = self.entries.get(name)
-            if entry is not None:
-                if getattr(module, _SHA, None) != entry["sha"]:
-                    del sys.modules[name]  # edited since: load the client's version
-            elif module is not None and getattr(module, _SHA, None) is not None:
-                del sys.modules[name]      # sent by an earlier client, not by this one
+            if module is None or getattr(module, _SHA, None) is None:
+                self.loaded.discard(name)  # gone, or replaced by an import from disk
+            elif entry is None or getattr(module, _SHA) != entry["sha"]:
+                # Sent by an earlier client and not by this one, or edited since: the next
+                # import loads the client's version.
+                del sys.modules[name]
+                self.loaded.discard(name)
 
     def clear(self) -> None:
         self.entries = {}
@@ -58,7 +63,8 @@ class UserCode(importlib.abc.MetaPathFinder):
         if entry is None:
             return None
         is_package = os.path.basename(entry["path"]) == "__init__.py"
-        spec = importlib.util.spec_from_loader(name, _SourceLoader(entry), origin=entry["path"],
+        loader = _SourceLoader(entry, self.loaded)
+        spec = importlib.util.spec_from_loader(name, loader, origin=entry["path"],
                                                is_package=is_package)
         spec.has_location = True
         if is_package:
