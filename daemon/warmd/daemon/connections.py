@@ -30,6 +30,7 @@ class ClientConnection(BufferedReceiver):
         self.closed = False
         self.accepted = False
         self._linger: asyncio.TimerHandle | None = None
+        self._corked: list[bytes] | None = None  # replies held while a read is handled
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -48,6 +49,8 @@ class ClientConnection(BufferedReceiver):
         if self.closed:
             return
         self.reader.receive_data(data)
+        # A client that pipelines requests gets its replies to one read in one write.
+        self._corked = []
         try:
             while not self.closed and (frame := self.reader.next_frame()) is not None:
                 self.supervisor.requests.handle(self, frame)
@@ -57,6 +60,13 @@ class ClientConnection(BufferedReceiver):
             code = E_TOO_LARGE if "exceeds" in str(exc) else E_PROTOCOL
             log.warning("client pid %s sent bad data: %s", self.pid, exc, extra={"CLIENT_PID": self.pid})
             self.fail(code, str(exc))
+        finally:
+            self._uncork()
+
+    def _uncork(self) -> None:
+        held, self._corked = self._corked, None
+        if held:
+            self.write(b"".join(held))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:
@@ -72,8 +82,15 @@ class ClientConnection(BufferedReceiver):
         self.write(encode(header, payload))
 
     def write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
+        if self._corked is not None:
+            self._corked.append(data)
+        elif not self.closed and self.transport is not None:
             self.transport.write(data)
+
+    def close(self) -> None:
+        self._uncork()
+        if self.transport is not None:
+            self.transport.close()
 
     def fail(self, code: str, message: str) -> None:
         """Tell the peer why, then hang up; the daemon keeps serving everyone else.
@@ -81,6 +98,7 @@ class ClientConnection(BufferedReceiver):
         Half-close and drain rather than close: closing with the peer's bytes
         unread would reset the connection and lose the error before it is read.
         """
+        self._uncork()
         self.send({"t": "error", "code": code, "message": message})
         self.closed = True
         if self.transport is None:

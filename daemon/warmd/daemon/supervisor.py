@@ -189,7 +189,7 @@ class Supervisor:
         if self.stopping == "idle" and self.clients:
             return  # serve whoever connected during the idle window, then go
         for conn in list(self.clients):
-            conn.transport.close()
+            conn.close()
         log.info("stopped")
         self._done.set()
 
@@ -290,7 +290,6 @@ class Supervisor:
         worker.jobs_run += 1
         header = {k: v for k, v in frame.header.items() if k != "t"}
         header.update(token=worker.token, device=worker.device)
-        self.finish_job(job, header, frame.payload)
         if worker.state == WorkerState.BUSY:
             reason = self.recycle_reason(worker, header)
             if reason:
@@ -300,7 +299,8 @@ class Supervisor:
                 self.fill_pool()
             else:
                 worker.state = WorkerState.IDLE
-        self.dispatch()
+        self.dispatch()  # first: the worker waits for its next job, the client only for news
+        self.finish_job(job, header, frame.payload)
         self.check_stopped()
 
     def recycle_reason(self, worker: WorkerProcess, done: dict[str, Any]) -> str | None:
