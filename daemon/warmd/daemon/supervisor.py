@@ -87,6 +87,7 @@ class Supervisor:
         self._retry_handle: asyncio.TimerHandle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._expiry_handle: asyncio.TimerHandle | None = None
+        self._expiry_when: float | None = None
         self._idle_task: asyncio.Task | None = None
         self.ledger = Ledger.beside(listener.path)  # running jobs, for the next daemon after a crash
 
@@ -529,15 +530,19 @@ class Supervisor:
                        **({"GPU_PEAK_BYTES": gpu["peak_bytes"]} if "peak_bytes" in gpu else {})})
 
     def _schedule_expiry(self) -> None:
+        when = self.jobs.next_expiry()
+        if when == self._expiry_when:
+            return  # the oldest result is the same one: its timer stands (most job ends)
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
             self._expiry_handle = None
-        when = self.jobs.next_expiry()
+        self._expiry_when = when
         if when is not None:
             self._expiry_handle = self._loop.call_later(max(0.0, when - time.time()) + 0.01, self._expire)
 
     def _expire(self) -> None:
         self._expiry_handle = None
+        self._expiry_when = None
         self.jobs.evict()
         self._schedule_expiry()
 
