@@ -53,6 +53,18 @@ def test_garbage_bytes(daemon):
     still_serving(daemon)
 
 
+def test_replies_held_for_one_read_still_precede_the_error_that_ends_it(daemon):
+    # Replies to one read leave in one write at its end; bad bytes later in the same
+    # read must not swallow the replies already due.
+    with raw(daemon) as s:
+        s.sendall(encode(hello("test", os.getpid())) + encode({"t": "ping", "req": 1})
+                  + b"GET / HTTP/1.1\r\n\r\n")
+        frames = read_frames(s)
+    assert [f.type for f in frames] == ["welcome", "pong", "error"]
+    assert frames[-1].get("code") == "version_mismatch"
+    still_serving(daemon)
+
+
 def test_truncated_frame_then_disconnect(daemon):
     with raw(daemon) as s:
         s.sendall(encode(hello("test", os.getpid())))
