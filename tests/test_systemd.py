@@ -597,3 +597,28 @@ def test_ledger_reports_a_dead_daemons_running_jobs_as_lost(tmp_path):
     living.finished(other)
     living.close()
     assert not living.path.exists()  # a clean exit leaves no file
+
+
+def test_ledger_lines_held_for_a_batch_are_written_once_and_compaction_drops_ended_ones(tmp_path):
+    sock = tmp_path / "warmd.sock"
+    ledger = Ledger(sock.with_name("warmd.sock.jobs"), {"pid": 2 ** 22 + 1, "created": 0.0})
+    first, second = (Job(i, "code", "x", {}, b"", None, None) for i in ("aa", "bb"))
+    ledger.hold()
+    ledger.queued(first)
+    ledger.queued(second)
+    assert ledger.news and not ledger.path.exists()  # held: nothing written yet
+    ledger.flush()
+    assert not ledger.news and len(ledger.path.read_bytes().splitlines()) == 3  # owner + 2
+    ledger.hold()
+    ledger.started(first)
+    assert not ledger.news  # a start after the queue line names no new job
+    ledger.flush()
+    # compaction empties the file once nothing is open, held lines of ended jobs included
+    ledger._lines = 10**6
+    ledger.hold()
+    ledger.finished(first)
+    ledger.finished(second)
+    ledger.flush()
+    lines = ledger.path.read_bytes().splitlines()
+    assert len(lines) == 1 and b'"owner"' in lines[0]
+    assert Ledger(sock.with_name("warmd.sock.jobs"), {"pid": 1, "created": 0.0}).recover(125) == []

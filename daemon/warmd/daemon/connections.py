@@ -30,7 +30,6 @@ class ClientConnection(BufferedReceiver):
         self.closed = False
         self.accepted = False
         self._linger: asyncio.TimerHandle | None = None
-        self._corked: list[bytes] | None = None  # replies held while a read is handled
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -49,8 +48,8 @@ class ClientConnection(BufferedReceiver):
         if self.closed:
             return
         self.reader.receive_data(data)
-        # A client that pipelines requests gets its replies to one read in one write.
-        self._corked = []
+        batch = self.supervisor.batch
+        opened = batch.begin()
         try:
             while not self.closed and (frame := self.reader.next_frame()) is not None:
                 self.supervisor.requests.handle(self, frame)
@@ -61,12 +60,8 @@ class ClientConnection(BufferedReceiver):
             log.warning("client pid %s sent bad data: %s", self.pid, exc, extra={"CLIENT_PID": self.pid})
             self.fail(code, str(exc))
         finally:
-            self._uncork()
-
-    def _uncork(self) -> None:
-        held, self._corked = self._corked, None
-        if held:
-            self.write(b"".join(held))
+            if opened:
+                batch.end()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:
@@ -82,13 +77,20 @@ class ClientConnection(BufferedReceiver):
         self.write(encode(header, payload))
 
     def write(self, data: bytes) -> None:
-        if self._corked is not None:
-            self._corked.append(data)
-        elif not self.closed and self.transport is not None:
+        if self.closed or self.transport is None:
+            return
+        if self.supervisor.batch.active:
+            self.supervisor.batch.hold(self, data)
+        else:
             self.transport.write(data)
 
+    def _flush_held(self) -> None:
+        held = self.supervisor.batch.release(self)
+        if held and not self.closed and self.transport is not None:
+            self.transport.write(held)
+
     def close(self) -> None:
-        self._uncork()
+        self._flush_held()
         if self.transport is not None:
             self.transport.close()
 
@@ -98,8 +100,9 @@ class ClientConnection(BufferedReceiver):
         Half-close and drain rather than close: closing with the peer's bytes
         unread would reset the connection and lose the error before it is read.
         """
-        self._uncork()
-        self.send({"t": "error", "code": code, "message": message})
+        self._flush_held()
+        if self.transport is not None and not self.closed:
+            self.transport.write(encode({"t": "error", "code": code, "message": message}))
         self.closed = True
         if self.transport is None:
             return
@@ -126,6 +129,7 @@ class WorkerConnection(BufferedReceiver):
         self.supervisor.worker_connected(self.worker)
 
     def received(self, data: memoryview) -> None:
+        # Not batched: a job's end goes to its clients at once, ahead of the bookkeeping.
         self.reader.receive_data(data)
         try:
             while (frame := self.reader.next_frame()) is not None:

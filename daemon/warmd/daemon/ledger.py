@@ -47,6 +47,8 @@ class Ledger:
         self._fd: int | None = None
         self._open: set[str] = set()  # queued or running: not yet ended
         self._lines = 0
+        self._held: list[bytes] | None = None  # lines of one batch (see daemon.batch)
+        self.news = False  # the held lines name a job for the first time
 
     @classmethod
     def beside(cls, socket_path: Path | None) -> "Ledger":
@@ -76,13 +78,17 @@ class Ledger:
 
     def queued(self, job: Job) -> None:
         """``job`` was accepted: record it until it ends."""
-        self._open.add(job.id)
-        self._append({"queue": _entry(job)})
+        self._record_open(job, {"queue": _entry(job)})
 
     def started(self, job: Job) -> None:
         """``job`` now runs on a worker."""
-        self._open.add(job.id)
-        self._append({"start": _entry(job)})
+        self._record_open(job, {"start": _entry(job)})
+
+    def _record_open(self, job: Job, record: dict[str, Any]) -> None:
+        if job.id not in self._open:
+            self._open.add(job.id)
+            self.news = self._held is not None  # held: a job's first line waits to be written
+        self._append(record)
 
     def finished(self, job: Job) -> None:
         """``job`` ended (any state): strike it off."""
@@ -91,10 +97,25 @@ class Ledger:
         self._open.discard(job.id)
         if not self._open and self._lines >= _COMPACT_LINES and self._fd is not None:
             os.ftruncate(self._fd, 0)  # nothing runs: nothing to keep
+            if self._held:
+                self._held.clear()  # lines of jobs that have all ended
             self._lines = 0
             self._append({"owner": self.owner})
         else:
             self._append({"end": job.id})
+
+    def hold(self) -> None:
+        """Collect lines until ``flush``: one write for a batch of events."""
+        if self._held is None:
+            self._held = []
+
+    def flush(self, *, keep_holding: bool = False) -> None:
+        """Write the collected lines; stop collecting unless ``keep_holding``."""
+        held = self._held
+        self._held = [] if keep_holding else None
+        self.news = False
+        if held:
+            self._write(b"".join(held))
 
     def close(self) -> None:
         """A clean exit: nothing is left running, so the file goes."""
@@ -107,17 +128,23 @@ class Ledger:
     # ------------------------------------------------------------ the file
 
     def _append(self, record: dict[str, Any]) -> None:
-        # A ledger that cannot be written is logged and skipped: it only improves what
-        # clients learn after a crash, so it never stops a job.
         if self.path is None:
             return
+        self._lines += 1
+        if self._held is not None:
+            self._held.append(_line(record))
+        else:
+            self._write(_line(record))
+
+    def _write(self, data: bytes) -> None:
+        # A ledger that cannot be written is logged and skipped: it only improves what
+        # clients learn after a crash, so it never stops a job.
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
                                    | os.O_CLOEXEC, 0o600)
                 os.write(self._fd, _line({"owner": self.owner}))
-            os.write(self._fd, _line(record))
-            self._lines += 1
+            os.write(self._fd, data)
         except OSError as exc:
             log.warning("cannot write the job ledger %s: %s", self.path, exc.strerror)
 

@@ -25,6 +25,7 @@ from ..protocol import Frame, cloudpickle_version, python_version
 from . import pool, status
 from .connections import ClientConnection, WorkerConnection
 from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, SUCCEEDED, Job, JobTable
+from .batch import WriteBatch
 from .ledger import Ledger
 from .listener import Listener
 from .logs import JobOutputLog
@@ -90,6 +91,7 @@ class Supervisor:
         self._expiry_when: float | None = None
         self._idle_task: asyncio.Task | None = None
         self.ledger = Ledger.beside(listener.path)  # running jobs, for the next daemon after a crash
+        self.batch = WriteBatch(self.ledger)  # what one read makes us write, written together
 
     # ---------------------------------------------------------------- lifecycle
 

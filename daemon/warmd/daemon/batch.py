@@ -1,0 +1,54 @@
+"""What the daemon writes while it handles one read from a client, let go together.
+
+A pipelining client's requests arrive many to a read. Held here, the replies
+leave as one write per client instead of one per frame, and the ledger's lines
+as one write: before the clients' replies when they name a new job (a client
+never learns of a job that the ledger could not name after a crash), after them
+otherwise. Reads from workers are not batched: a job's end goes to its clients
+at once, ahead of the bookkeeping that follows it.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .connections import ClientConnection
+    from .ledger import Ledger
+
+
+class WriteBatch:
+    def __init__(self, ledger: "Ledger") -> None:
+        self.ledger = ledger
+        self.active = False
+        self._held: dict["ClientConnection", list[bytes]] = {}
+
+    def begin(self) -> bool:
+        """Start holding; False when a batch is already open (the caller then leaves it be)."""
+        if self.active:
+            return False
+        self.active = True
+        self.ledger.hold()
+        return True
+
+    def hold(self, conn: "ClientConnection", data: bytes) -> None:
+        self._held.setdefault(conn, []).append(data)
+
+    def release(self, conn: "ClientConnection") -> bytes:
+        """Take back what is held for ``conn``, which is closing: the ledger goes first."""
+        if conn not in self._held:
+            return b""
+        self.ledger.flush(keep_holding=True)
+        return b"".join(self._held.pop(conn))
+
+    def end(self) -> None:
+        self.active = False
+        # A new job's first line goes before any client can learn its id; other lines
+        # (a start after a wait in the queue, an end) after the clients' news.
+        ledger_first = self.ledger.news
+        if ledger_first:
+            self.ledger.flush()
+        held, self._held = self._held, {}
+        for conn, chunks in held.items():
+            conn.write(b"".join(chunks))
+        if not ledger_first:
+            self.ledger.flush()
