@@ -69,6 +69,16 @@ class LocalDaemon:
         return self.proc.pid
 
     def log_text(self) -> str:
+        """The daemon's log so far. A running daemon is pinged first: it handles events in
+        order, so its answer means whatever it logged for earlier events is in the file
+        (a client may hold a job's result before the daemon has logged the job's end)."""
+        if self.proc is not None and self.proc.poll() is None and self.socket.exists():
+            from .errors import WarmdError
+            try:
+                with self.client() as client:
+                    client.ping()
+            except (WarmdError, OSError):
+                pass  # stopping or stopped: its log is complete
         path = self.root / "daemon.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
