@@ -22,13 +22,9 @@ class WriteBatch:
         self.active = False
         self._held: dict["ClientConnection", list[bytes]] = {}
 
-    def begin(self) -> bool:
-        """Start holding; False when a batch is already open (the caller then leaves it be)."""
-        if self.active:
-            return False
+    def begin(self) -> None:
         self.active = True
         self.ledger.hold()
-        return True
 
     def hold(self, conn: "ClientConnection", data: bytes) -> None:
         self._held.setdefault(conn, []).append(data)

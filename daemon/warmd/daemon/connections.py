@@ -49,7 +49,7 @@ class ClientConnection(BufferedReceiver):
             return
         self.reader.receive_data(data)
         batch = self.supervisor.batch
-        opened = batch.begin()
+        batch.begin()
         try:
             while not self.closed and (frame := self.reader.next_frame()) is not None:
                 self.supervisor.requests.handle(self, frame)
@@ -60,8 +60,7 @@ class ClientConnection(BufferedReceiver):
             log.warning("client pid %s sent bad data: %s", self.pid, exc, extra={"CLIENT_PID": self.pid})
             self.fail(code, str(exc))
         finally:
-            if opened:
-                batch.end()
+            batch.end()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:
