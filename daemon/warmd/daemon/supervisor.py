@@ -23,9 +23,9 @@ from .._version import __version__
 from ..config import Config
 from ..protocol import Frame, cloudpickle_version, python_version
 from . import pool, status
+from .batch import WriteBatch
 from .connections import ClientConnection, WorkerConnection
 from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, SUCCEEDED, Job, JobTable
-from .batch import WriteBatch
 from .ledger import Ledger
 from .listener import Listener
 from .logs import JobOutputLog
@@ -482,8 +482,9 @@ class Supervisor:
         job.worker_pid = worker.pid
         worker.connection.send({**job.run_header, "t": "run", "job": job.id}, job.payload)
         job.payload = b""
-        # After the send, so the worker starts sooner; a crash in between loses a job that
-        # was queued (and so recorded) or whose client has not yet been told its id.
+        # After the send, so the worker starts sooner. A crash in between still finds a job
+        # that waited in the queue (it has its queue line), and a job submitted in this same
+        # read has not been acknowledged to its client yet.
         self.ledger.started(job)
         self.job_event(job, {"kind": "state", "state": RUNNING, "worker_pid": worker.pid,
                              "device": worker.device})
