@@ -28,6 +28,7 @@ import pytest
 import warmd
 from warmd.client.events import Output
 from warmd.ctl import units
+from warmd.proctree import alive
 from warmd.daemon.jobs import LOST, Job
 from warmd.daemon.ledger import Ledger
 from warmd.daemon.logs import StructuredJournalHandler
@@ -135,17 +136,6 @@ def _wait_for_output(future, text: str) -> None:
         if isinstance(event, Output) and text in event.text:
             return
     raise AssertionError(f"the job ended without printing {text!r}")
-
-
-def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def _processes(pids: set[int]) -> list[psutil.Process]:
@@ -257,7 +247,7 @@ def test_stop_leaves_no_process_of_the_service_alive(service):
 
         sd.systemctl("stop", "warmd.service")  # returns once systemd has stopped it
 
-    assert _alive(procs) == []
+    assert alive(procs) == []
     assert service.state() == "inactive"
     assert sd.show("warmd.service", "Result") == "success"  # the daemon stopped cleanly, status 0
 
@@ -308,7 +298,7 @@ def test_crash_keeps_the_socket_and_the_running_job_is_reported_lost(service):
     assert service.restarts() == restarts + 1  # Restart=on-failure, not a new activation
     assert os.stat(service.socket).st_ino == inode
     assert sd.show("warmd.socket", "ActiveState") == "active"
-    assert _alive(procs) == []  # the crashed daemon's workers went with it
+    assert alive(procs) == []  # the crashed daemon's workers went with it
 
     attach = service.warmctl("attach", job_id)
     assert attach.returncode == 125, attach.stderr  # warmctl's status for a lost job
