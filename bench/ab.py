@@ -2,11 +2,14 @@
 warmd, alternating between them in one run, so machine noise hits both alike.
 
     bench/.venv/bin/python bench/ab.py BEFORE [AFTER] [--rounds 6] [--calls 1000] [--pipelined]
+                                       [--user-modules]
 
 BEFORE and AFTER are directories holding the ``warmd`` package (such as a copy of
 daemon/ taken before an edit) or git revisions; AFTER defaults to this checkout.
 Each round starts a fresh daemon from one copy in a subprocess whose client,
-daemon and workers all import that copy.
+daemon and workers all import that copy. ``--user-modules`` has the client import
+the benchmark's own modules first, as ``run.py`` does: calls then name seven user
+modules (38 kB of source) rather than two.
 """
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ common.setup_environment()
 import jobs
 from common import Daemon
 calls, pipelined = int(sys.argv[1]), sys.argv[2] == "1"
+if sys.argv[3] == "1":
+    import cancel, peers, platejob, sections  # noqa: F401
 import warmd
 assert warmd.__file__.startswith(os.environ["AB_TREE"]), warmd.__file__
 with Daemon("[workers]\ncount = 1\nspares = 1\n", "ab") as d:
@@ -60,11 +65,11 @@ def tree(spec: str | None) -> Path:
     return dest / "daemon"
 
 
-def measure(path: Path, calls: int, pipelined: bool) -> list[float]:
+def measure(path: Path, calls: int, pipelined: bool, user_modules: bool) -> list[float]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(path), str(BENCH)]), AB_BENCH=str(BENCH),
                AB_TREE=str(path))
-    out = subprocess.run([sys.executable, "-c", CHILD, str(calls), "1" if pipelined else "0"], env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, str(calls), "1" if pipelined else "0",
+                          "1" if user_modules else "0"], env=env, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"round failed for {path}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout)
@@ -77,12 +82,13 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--calls", type=int, default=1000)
     p.add_argument("--pipelined", action="store_true")
+    p.add_argument("--user-modules", action="store_true", help="the client has run.py's modules loaded")
     args = p.parse_args()
     trees = {"before": tree(args.before), "after": tree(args.after)}
     got: dict[str, list[float]] = {"before": [], "after": []}
     for r in range(args.rounds):
         for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
-            got[name] += measure(trees[name], args.calls, args.pipelined)
+            got[name] += measure(trees[name], args.calls, args.pipelined, args.user_modules)
         print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
     unit = "jobs/s" if args.pipelined else "µs"
     for name, values in got.items():
