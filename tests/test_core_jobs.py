@@ -141,6 +141,41 @@ def test_editing_a_user_module_changes_the_next_result(daemon, tmp_path):
     assert outputs == ["1", "2"]
 
 
+def test_two_clients_with_different_versions_of_one_module_share_a_worker(make_daemon, tmp_path):
+    # Each connection sends a module's source once; the one worker must still run each
+    # client's own version, so the daemon sends it again whenever the worker holds the other.
+    d = make_daemon("[workers]\ncount = 1\nspares = 0\n")
+    runner = tmp_path / "runner.py"
+    runner.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import warmd, userstep
+        with warmd.Client({str(d.socket)!r}, autostart=False) as c:
+            for line in sys.stdin:
+                print(c.submit(userstep.which).result(timeout=30), flush=True)
+    """))
+    clients = {}
+    for version in ("a", "b"):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "userstep.py").write_text(f"def which():\n    return {version!r}\n")
+        clients[version] = subprocess.Popen([sys.executable, str(runner), str(tmp_path / version)],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                            env=d.env)
+    try:
+        answers = []
+        for version in ("a", "b", "a", "b", "b", "a"):
+            clients[version].stdin.write("\n")
+            clients[version].stdin.flush()
+            answers.append(clients[version].stdout.readline().strip())
+        assert answers == ["a", "b", "a", "b", "b", "a"]
+    finally:
+        for proc in clients.values():
+            proc.stdin.close()
+            proc.wait(timeout=30)
+    with d.client() as client:
+        assert len(client.status()["workers"]) == 1
+
+
 def test_script_imports_fresh_sibling_module(daemon, tmp_path):
     (tmp_path / "main.py").write_text("import helper\nprint(helper.VALUE)\n")
     for version in ("a", "b"):

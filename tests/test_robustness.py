@@ -15,7 +15,7 @@ import pytest
 
 import warmd
 from warmd.client.jobspec import JobRequest
-from warmd.protocol import FrameReader, encode, hello
+from warmd.protocol import PREFIX, PROTOCOL_VERSION, FrameReader, encode, hello, source_digest
 
 import helpers_jobs
 
@@ -77,7 +77,7 @@ def test_oversized_frame(make_daemon):
     d = make_daemon('[daemon]\nmax_frame = "1MiB"\n')
     with raw(d) as s:
         s.sendall(encode(hello("test", os.getpid())))
-        s.sendall(struct.pack(">BBHI", 1, 0, 20, 2 * 1024 * 1024))  # claims a 2 MiB payload
+        s.sendall(PREFIX.pack(PROTOCOL_VERSION, 0, 20, 2 * 1024 * 1024))  # claims a 2 MiB payload
         frames = read_frames(s)
     assert frames[-1].get("code") == "frame_too_large"
     assert "exceeds the limit" in frames[-1].get("message")
@@ -113,6 +113,47 @@ def test_request_before_handshake_and_bad_fields(daemon):
     still_serving(daemon)
 
 
+def read_until(sock: socket.socket, reader: FrameReader, done) -> list:
+    """Frames until ``done(frames)`` holds."""
+    frames: list = []
+    while not done(frames):
+        data = sock.recv(65536)
+        assert data, f"the daemon hung up after {[f.header for f in frames]}"
+        reader.receive_data(data)
+        frames += reader.frames()
+    return frames
+
+
+def test_module_sources_travel_once_per_connection_and_are_checked(daemon):
+    source, path = b"def which():\n    return 'sent'\n", "/nonexistent/userstep.py"
+    sha = source_digest(path, source)
+    call = pickle.dumps(([], b"\x80\x02cuserstep\nwhich\n)}\x87."))  # (userstep.which, (), {})
+
+    def submit(req: int) -> bytes:
+        return encode({"t": "submit", "req": req, "kind": "call", "name": "t",
+                       "modules": {"userstep": sha}}, call)
+
+    def source_frame(digest: str) -> bytes:
+        return encode({"t": "source", "name": "userstep", "path": path, "sha": digest}, source)
+
+    reader = FrameReader()
+    with raw(daemon) as s:
+        # A submit naming a source this connection never sent: refused, the connection stays.
+        s.sendall(encode(hello("test", os.getpid())) + submit(1))
+        got = read_until(s, reader, lambda fs: len(fs) >= 2)
+        assert got[1].get("code") == "bad_request" and "userstep" in got[1].get("message")
+        # Sent once, then named by two submits.
+        s.sendall(source_frame(sha) + submit(2) + submit(3))
+        got = read_until(s, reader, lambda fs: sum(f.type == "done" for f in fs) == 2)
+        assert [f.get("job") for f in got if f.type == "accepted"] == [f.get("job") for f in got if f.type == "done"]
+        assert [pickle.loads(f.payload) for f in got if f.type == "done"] == ["sent", "sent"]
+        # A digest that does not match the source is an error.
+        s.sendall(source_frame("0" * 64))
+        got = read_until(s, reader, lambda fs: any(f.type == "error" for f in fs))
+        assert got[-1].get("code") == "bad_request" and "sha does not match" in got[-1].get("message")
+    still_serving(daemon)
+
+
 def test_wrong_protocol_and_python_versions(daemon):
     with raw(daemon) as s:
         s.sendall(struct.pack(">BBHI", 9, 0, 2, 0) + b"{}")
@@ -131,7 +172,7 @@ def test_wrong_protocol_and_python_versions(daemon):
 def test_payload_that_fails_to_unpickle_in_the_worker(daemon):
     call = b"\x80\x02cno_such_module_xyz\nfn\n)}\x87."  # (no_such_module_xyz.fn, (), {})
     with daemon.client() as client:
-        future = client.submit_job(JobRequest("call", "broken", pickle.dumps(([], [], call))))
+        future = client.submit_job(JobRequest("call", "broken", pickle.dumps(([], call))))
         with pytest.raises(Exception) as info:
             future.result(timeout=30)
         assert "could not be unpickled" in str(info.value)

@@ -189,11 +189,14 @@ class AsyncClient:
 
     # -- requests
     async def _call(self, message: str, payload: bytes = b"", /, **fields: Any) -> Frame:
+        return await self._call_with(lambda: self._core.request(message, payload, **fields))
+
+    async def _call_with(self, encode: Callable[[], tuple[int, bytes]]) -> Frame:
         if self._broken is not None:
             raise self._broken
         if self._transport is None:
             raise DaemonUnavailable("not connected: use 'async with AsyncClient()' or await connect()")
-        req, data = self._core.request(message, payload, **fields)
+        req, data = encode()
         waiter = asyncio.get_running_loop().create_future()
         self._requests[req] = waiter
         self._transport.write(data)
@@ -220,8 +223,8 @@ class AsyncClient:
         return await self.submit_job(jobspec.code(code, argv or []), device=device)
 
     async def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None) -> AsyncJob:
-        frame = await self._call("submit", request.payload,
-                                 **request.submit_fields(self.device if device is None else device, True))
+        device = self.device if device is None else device
+        frame = await self._call_with(lambda: self._core.submit(request, device, True))
         return self._accepted.pop(frame.header["req"])
 
     async def attach(self, job_id: str) -> AsyncJob:

@@ -16,6 +16,7 @@ two and nothing else to speak the protocol. See warmd-protocol(7).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import sys
@@ -24,7 +25,7 @@ from typing import Any
 
 from .errors import ProtocolError, VersionMismatch
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 PREFIX = struct.Struct(">BBHI")
 DEFAULT_MAX_PAYLOAD = 256 * 1024 * 1024
 MAX_HEADER = 0xFFFF
@@ -38,7 +39,7 @@ compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 # Message types a client may send to the daemon.
 CLIENT_MESSAGES = frozenset({
-    "hello", "ping", "submit", "attach", "detach", "wait", "logs", "cancel",
+    "hello", "ping", "source", "submit", "attach", "detach", "wait", "logs", "cancel",
     "status", "jobs", "shutdown",
 })
 
@@ -122,6 +123,12 @@ class FrameReader:
         while (frame := self.next_frame()) is not None:
             out.append(frame)
         return out
+
+
+def source_digest(path: str, source: bytes) -> str:
+    """The name of one module source in a "source" frame: it covers the path as well,
+    because the worker compiles the source under that path (tracebacks quote it)."""
+    return hashlib.sha256(path.encode("utf-8", "surrogateescape") + b"\0" + source).hexdigest()
 
 
 def python_version() -> str:

@@ -15,6 +15,7 @@ from ..errors import DaemonUnavailable, FrameTooLarge, ProtocolError, RequestFai
 from ..protocol import (DEFAULT_MAX_PAYLOAD, E_DENIED, E_UNKNOWN_JOB, E_VERSION, Frame, FrameReader,
                         encode, hello)
 from .events import Event, Finished, from_frame
+from .jobspec import JobRequest
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ClientCore:
         self.reader = FrameReader(max_payload)
         self.welcome: Frame | None = None
         self._req = itertools.count(1)
+        self._sources_sent: dict[str, str] = {}  # module name -> the digest sent on this connection
 
     def greeting(self) -> bytes:
         return encode(hello(self.client_name, os.getpid()))
@@ -49,6 +51,19 @@ class ClientCore:
                                 f"{limit} (daemon.max_frame): pass large data by path, not by value")
         req = next(self._req)
         return req, encode({"t": message, "req": req, **fields}, payload)
+
+    def submit(self, request: JobRequest, device: int | None, attach: bool) -> tuple[int, bytes]:
+        """A "submit" frame, after a "source" frame for each module whose current source this
+        connection has not sent yet. The bytes must go out in this order, before any later
+        request's: the daemon takes a submit's modules from what the connection sent before it.
+        """
+        req, data = self.request("submit", request.payload, **request.submit_fields(device, attach))
+        sources = []  # after the submit is made: a refused one (too large) sends nothing
+        for module in request.modules:
+            if self._sources_sent.get(module.name) != module.sha:
+                sources.append(encode(module.header(), module.source))
+                self._sources_sent[module.name] = module.sha
+        return req, b"".join([*sources, data]) if sources else data
 
     def receive_data(self, data: bytes | memoryview) -> list[Delivery]:
         self.reader.receive_data(data)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import os
 import pickle
@@ -13,34 +12,52 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..codepaths import is_user_file, is_user_module
+from ..protocol import source_digest
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleSource:
+    """One of the user's modules as a "source" frame carries it."""
+    name: str
+    path: str
+    sha: str       # source_digest(path, source)
+    source: bytes
+
+    def header(self) -> dict[str, Any]:
+        return {"t": "source", "name": self.name, "path": self.path, "sha": self.sha}
 
 
 @dataclass
 class JobRequest:
-    """The header fields and payload of a "submit" frame."""
+    """The header fields and payload of a "submit" frame, and the module sources it names."""
     kind: str
     name: str
     payload: bytes = b""
     fields: dict[str, Any] = field(default_factory=dict)
+    modules: list[ModuleSource] = field(default_factory=list)
 
     def submit_fields(self, device: int | None, attach: bool) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "cwd": os.getcwd(), "device": device,
-                "attach": attach, **self.fields}
+        fields = {"kind": self.kind, "name": self.name, "cwd": os.getcwd(), "device": device,
+                  "attach": attach, **self.fields}
+        if self.modules:
+            fields["modules"] = {m.name: m.sha for m in self.modules}
+        return fields
 
 
 class UserModules:
-    """The user's own modules, sent by value (their source) with every call.
+    """The user's own modules, named with every call and sent by value (their source).
 
     A warm worker then runs exactly the code this client has now, and the
     modules are real importable modules there, so a job can hand its functions
     to a ProcessPoolExecutor. Packages the daemon's warm-up imported (named in
     its welcome) hold the warm state and are left to the worker. Sources are
-    cached by file modification time and size, so unchanged files are not re-read.
+    cached by file modification time and size, so unchanged files are not re-read;
+    a connection sends each version of a source once (see ``ClientCore.submit``).
     """
 
     def __init__(self) -> None:
         self._verdicts: dict[str, bool] = {}
-        self._sources: dict[str, tuple[tuple[int, int], dict[str, str]]] = {}
+        self._sources: dict[str, tuple[tuple[int, int], ModuleSource]] = {}
         self._names: list[str] = []
         self._seen: tuple[int, str | None, frozenset[str]] | None = None
         self._path: list[str] = []
@@ -57,7 +74,7 @@ class UserModules:
             self._path_key = key
         return self._path
 
-    def manifest(self) -> list[dict[str, str]]:
+    def manifest(self) -> list[ModuleSource]:
         out = []
         for name in self._user_names():
             module = sys.modules.get(name)
@@ -84,14 +101,14 @@ class UserModules:
             self._names, self._seen = names, seen
         return self._names
 
-    def _entry(self, name: str, path: str) -> dict[str, str] | None:
+    def _entry(self, name: str, path: str) -> ModuleSource | None:
         try:
             st = os.stat(path)
         except OSError:
             return None
         key = (st.st_mtime_ns, st.st_size)
         cached = self._sources.get(name)
-        if cached is not None and cached[0] == key and cached[1]["path"] == path:
+        if cached is not None and cached[0] == key and cached[1].path == path:
             return cached[1]
         if not path.endswith(".py"):
             return None  # compiled extensions cannot travel as source
@@ -100,8 +117,7 @@ class UserModules:
                 source = f.read()
         except OSError:
             return None
-        entry = {"name": name, "path": path, "sha": hashlib.sha256(source).hexdigest(),
-                 "source": source.decode("utf-8", errors="surrogateescape")}
+        entry = ModuleSource(name, path, source_digest(path, source), source)
         self._sources[name] = (key, entry)
         return entry
 
@@ -109,9 +125,8 @@ class UserModules:
 def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules) -> JobRequest:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     inner = dumps((fn, tuple(args), dict(kwargs)))
-    payload = pickle.dumps((modules.manifest(), modules.sys_path(), inner),
-                           protocol=pickle.HIGHEST_PROTOCOL)
-    return JobRequest("call", name, payload)
+    payload = pickle.dumps((modules.sys_path(), inner), protocol=pickle.HIGHEST_PROTOCOL)
+    return JobRequest("call", name, payload, modules=modules.manifest())
 
 
 def script(path: str, argv: list[str]) -> JobRequest:

@@ -233,14 +233,18 @@ class Client(concurrent.futures.Executor):
 
     def _send(self, message: str, waiter: _Pending | JobFuture, payload: bytes = b"", /,
               **fields: Any) -> None:
-        with self._lock:
-            if self._broken is not None:
-                raise self._broken
-            if self._closed:
-                raise RuntimeError("cannot use a Client after shutdown()")
-            req, data = self._core.request(message, payload, **fields)
-            self._requests[req] = waiter
+        self._send_with(lambda: self._core.request(message, payload, **fields), waiter)
+
+    def _send_with(self, encode: Callable[[], tuple[int, bytes]], waiter: _Pending | JobFuture) -> None:
+        # Encoded and sent under one lock: frames leave in the order the core made them.
         with self._channel.send_lock:
+            with self._lock:
+                if self._broken is not None:
+                    raise self._broken
+                if self._closed:
+                    raise RuntimeError("cannot use a Client after shutdown()")
+                req, data = encode()
+                self._requests[req] = waiter
             self._channel.sock.sendall(data)
 
     def _follow(self, job_id: str, future: JobFuture) -> None:
@@ -285,8 +289,8 @@ class Client(concurrent.futures.Executor):
                    attach: bool = True) -> JobFuture:
         future = JobFuture(self)
         future._detached = not attach
-        self._send("submit", future, request.payload,
-                   **request.submit_fields(self.device if device is None else device, attach))
+        device = self.device if device is None else device
+        self._send_with(lambda: self._core.submit(request, device, attach), future)
         return future
 
     def attach(self, job_id: str) -> JobFuture:

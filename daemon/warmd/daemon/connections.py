@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ProtocolError, VersionMismatch
 from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, FrameReader, encode
 from ..receiver import BufferedReceiver
+from .jobs import ModuleCopy
 from .listener import peer_credentials
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class ClientConnection(BufferedReceiver):
         self.greeted = False
         self.closed = False
         self.accepted = False
+        self.modules: dict[str, ModuleCopy] = {}  # by module name: the latest source it sent
         self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,8 +145,11 @@ class WorkerConnection(BufferedReceiver):
         self.transport = None
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        self.write(encode(header, payload))
+
+    def write(self, data: bytes) -> None:
         if self.transport is not None:
-            self.transport.write(encode(header, payload))
+            self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None:

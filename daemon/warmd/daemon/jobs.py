@@ -18,6 +18,15 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = (
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, LOST})
 
 
+@dataclass(frozen=True, slots=True)
+class ModuleCopy:
+    """A user's module source as a client sent it: encoded once, forwarded to each worker
+    that lacks this version (the daemon never compiles or runs it)."""
+    name: str
+    sha: str
+    frame: bytes
+
+
 @dataclass(eq=False)
 class Job:
     id: str
@@ -37,6 +46,7 @@ class Job:
     done_header: dict[str, Any] | None = None
     subscribers: set[Any] = field(default_factory=set)  # connections streaming events
     waiters: set[Any] = field(default_factory=set)      # connections wanting only "done"
+    modules: tuple[ModuleCopy, ...] = ()                # sources the worker needs before the run
     cancel: Any = None                                  # daemon.cancel.Cancellation while cancelling
     fetched: bool = False
     stored_bytes: int = 0
@@ -55,6 +65,7 @@ class Job:
         self.state = header["state"]
         self.finished = time.time()
         self.payload = b""
+        self.modules = ()
         self.done_header = {"t": "done", "job": self.id, "worker_pid": self.worker_pid,
                             "submitted": self.submitted, "started": self.started,
                             "finished": self.finished, **header}

@@ -54,6 +54,7 @@ class WorkerProcess:
     reaped: bool = False
     connection: Any = None
     extra: dict[str, Any] = field(default_factory=dict)  # what warm-up reported beyond timings
+    modules: dict[str, str] = field(default_factory=dict)  # module name -> source digest it holds
 
     @property
     def pid(self) -> int:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..protocol import (CLIENT_MESSAGES, E_BAD_REQUEST, E_NO_WORKERS, E_SHUTTING_DOWN, E_UNKNOWN_JOB,
-                        E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode)
+                        E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode, source_digest)
 from .connections import ClientConnection
-from .jobs import Job
+from .jobs import Job, ModuleCopy
 from .pool import LIVE
 
 if TYPE_CHECKING:
@@ -85,6 +85,18 @@ class Requests:
     def on_ping(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         conn.send({"t": "pong", "req": req, "pid": os.getpid(), "version": __version__})
 
+    def on_source(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        """Keep a module's source for this connection's later submits. No reply: a bad one
+        is answered with an error, which ends a client's connection."""
+        h = frame.header
+        name, path, sha = h["name"], h["path"], h["sha"]
+        if not (isinstance(name, str) and isinstance(path, str) and isinstance(sha, str)):
+            raise TypeError("name, path and sha must be strings")
+        if source_digest(path, frame.payload) != sha:
+            raise ValueError(f"module {name}: sha does not match its path and source")
+        conn.modules[name] = ModuleCopy(name, sha, encode({"t": "source", "name": name, "path": path,
+                                                           "sha": sha}, frame.payload))
+
     def on_submit(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         sup = self.sup
         if sup.stopping:
@@ -106,8 +118,11 @@ class Requests:
             return
         run = {"kind": kind, "argv": list(h.get("argv") or []), "cwd": h.get("cwd"),
                "path": h.get("path"), "name": h.get("name")}
+        modules = _modules(conn, h.get("modules") or {})
+        if modules:
+            run["modules"] = {m.name: m.sha for m in modules}
         job = sup.submit(Job(sup.jobs.new_id(), kind, str(h.get("name") or kind), run, frame.payload,
-                             conn.pid, device))
+                             conn.pid, device, modules=modules))
         # The job may already run: the worker got it first. The client learns the id,
         # then the events so far, in one write.
         accepted = encode({"t": "accepted", "req": req, "job": job.id})
@@ -170,6 +185,20 @@ class Requests:
     def on_shutdown(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         conn.send({"t": "ok", "req": req})
         self.sup.request_stop(f"shutdown requested by pid {conn.pid}")
+
+
+def _modules(conn: ClientConnection, named: Any) -> tuple[ModuleCopy, ...]:
+    """The sources a submit names (module name -> sha), as this connection sent them."""
+    if not isinstance(named, dict):
+        raise TypeError("modules must map module names to source digests")
+    out = []
+    for name, sha in named.items():
+        module = conn.modules.get(name)
+        if module is None or module.sha != sha:
+            raise ValueError(f"module {name}: no source with this sha was sent on this connection "
+                             "before the submit")
+        out.append(module)
+    return tuple(out)
 
 
 def _grace(value: Any) -> float | None:

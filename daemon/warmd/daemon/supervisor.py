@@ -21,7 +21,7 @@ import psutil
 from .. import proctree
 from .._version import __version__
 from ..config import Config
-from ..protocol import Frame, cloudpickle_version, python_version
+from ..protocol import Frame, cloudpickle_version, encode, python_version
 from . import pool, status
 from .batch import WriteBatch
 from .connections import ClientConnection, WorkerConnection
@@ -480,8 +480,13 @@ class Supervisor:
         job.state = RUNNING
         job.started = time.time()
         job.worker_pid = worker.pid
-        worker.connection.send({**job.run_header, "t": "run", "job": job.id}, job.payload)
+        # The sources of this job's modules that the worker does not hold yet, then the run.
+        frames = [m.frame for m in job.modules if worker.modules.get(m.name) != m.sha]
+        worker.modules.update((m.name, m.sha) for m in job.modules)
+        frames.append(encode({**job.run_header, "t": "run", "job": job.id}, job.payload))
+        worker.connection.write(b"".join(frames) if len(frames) > 1 else frames[0])
         job.payload = b""
+        job.modules = ()
         # After the send, so the worker starts sooner. A crash in between still finds a job
         # that waited in the queue (it has its queue line), and a job submitted in this same
         # read has not been acknowledged to its client yet.

@@ -71,9 +71,9 @@ def _dispatch(header: dict[str, Any], payload: bytes, usercode: UserCode) -> Any
     kind = header.get("kind")
     argv = list(header.get("argv") or [])
     if kind == "call":
+        usercode.install(header.get("modules") or {})  # MissingSource: a daemon bug, said plainly
         try:
-            manifest, paths, call = pickle.loads(payload)
-            usercode.install(manifest)
+            paths, call = pickle.loads(payload)
             sys.path[:0] = [p for p in paths if p not in sys.path]
             fn, args, kwargs = cloudpickle.loads(call)
         except Exception as exc:
@@ -135,7 +135,7 @@ class _ProcessState:
             os.environ._data.clear()  # type: ignore[attr-defined]
             os.environ._data.update(self.environ)  # type: ignore[attr-defined]
         # Forget the user's own modules this job imported from disk, so the next job re-reads
-        # them; modules the client sent by value stay, checked against its next manifest.
+        # them; modules the client sent by value stay, checked against the next run's list.
         for name in sys.modules.keys() - self.modules:
             module = sys.modules.get(name)
             if module is not None and is_user_module(module) and not hasattr(module, "__warmd_sha__"):

@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         frame = channel.recv()
         if frame is None or frame.type == "exit":
             return 0
-        if frame.type == "run":
+        if frame.type == "source":
+            usercode.add_source(frame.header, frame.payload)
+        elif frame.type == "run":
             run_job(frame.header, frame.payload, context, spare, usercode,
                     int(setup.get("max_frame") or DEFAULT_MAX_PAYLOAD), gpu=gpu)
 

@@ -1,9 +1,11 @@
 """The user's modules as a job's client sent them (by value), importable for real.
 
-Before a call is unpickled, stale copies are dropped from ``sys.modules`` and an
-import hook serves the client's sources, so the job's functions are ordinary
-module members (picklable by reference, as multiprocessing needs). A module whose
-source is unchanged since the last job is kept, with its state, like any warm module.
+The daemon sends a module's source ("source" frame) once per version; a "run"
+frame names the versions its job needs. Before a call is unpickled, stale copies
+are dropped from ``sys.modules`` and an import hook serves the named sources, so
+the job's functions are ordinary module members (picklable by reference, as
+multiprocessing needs). A module whose source is unchanged since the last job is
+kept, with its state, like any warm module.
 """
 from __future__ import annotations
 
@@ -12,13 +14,18 @@ import importlib.util
 import os
 import sys
 from types import ModuleType
+from typing import Any
 
 
 _SHA = "__warmd_sha__"
 
 
+class MissingSource(LookupError):
+    """A run named a module version the daemon never sent this worker."""
+
+
 class _SourceLoader(importlib.abc.Loader):
-    def __init__(self, entry: dict[str, str], loaded: set[str]) -> None:
+    def __init__(self, entry: dict[str, Any], loaded: set[str]) -> None:
         self.entry = entry
         self.loaded = loaded
 
@@ -38,12 +45,26 @@ class UserCode(importlib.abc.MetaPathFinder):
 
     def __init__(self, warm: set[str]) -> None:
         self.warm = warm               # modules loaded by warm-up: never replaced
-        self.entries: dict[str, dict[str, str]] = {}
+        self.sources: dict[str, dict[str, Any]] = {}  # by name: the version the daemon sent last
+        self.entries: dict[str, dict[str, Any]] = {}  # what the running job may import
         self.loaded: set[str] = set()  # names this hook has loaded: the only ones to check
         sys.meta_path.insert(0, self)
 
-    def install(self, manifest: list[dict[str, str]]) -> None:
-        self.entries = {e["name"]: e for e in manifest}
+    def add_source(self, header: dict[str, Any], source: bytes) -> None:
+        """Keep a "source" frame's module version (it replaces the one of the same name)."""
+        self.sources[header["name"]] = {"name": header["name"], "path": header["path"],
+                                        "sha": header["sha"], "source": source}
+
+    def install(self, modules: dict[str, str]) -> None:
+        """Serve the module versions a run names (module name -> sha) to the job's imports."""
+        entries = {}
+        for name, sha in modules.items():
+            entry = self.sources.get(name)
+            if entry is None or entry["sha"] != sha:
+                raise MissingSource(f"the daemon did not send the source of module {name} "
+                                    f"(sha {sha[:12]}) before the job")
+            entries[name] = entry
+        self.entries = entries
         for name in [n for n in self.loaded if n not in self.warm]:
             module = sys.modules.get(name)
             entry = self.entries.get(name)
