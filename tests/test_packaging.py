@@ -131,10 +131,13 @@ def test_debian_depends_on_what_pyproject_requires():
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     control = (DEBIAN / "control").read_text()
     debian_name = {"cloudpickle": "python3-cloudpickle", "psutil": "python3-psutil",
-                   "systemd-python": "python3-systemd", "numpy": "python3-numpy"}
+                   "systemd-python": "python3-systemd", "numpy": "python3-numpy",
+                   "orjson": None}  # not in Debian 12: warmd.protocol falls back to json
     for dep in deps:
         name = re.match(r"[\w-]+", dep).group(0)
         assert name in debian_name, f"no Debian package known for the dependency {dep!r}"
+        if debian_name[name] is None:
+            continue
         assert re.search(rf"\b{debian_name[name]}\b", control), f"control does not depend on {debian_name[name]}"
     floor = re.search(r"cloudpickle>=([\d.]+)", " ".join(deps)).group(1)
     assert f"python3-cloudpickle (>= {floor})" in control

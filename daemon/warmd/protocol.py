@@ -25,6 +25,11 @@ from typing import Any
 
 from .errors import ProtocolError, VersionMismatch
 
+try:
+    import orjson
+except ImportError:  # Debian 12 does not package it: the standard library's json does the same job
+    orjson = None
+
 PROTOCOL_VERSION = 2
 PREFIX = struct.Struct(">BBHI")
 DEFAULT_MAX_PAYLOAD = 256 * 1024 * 1024
@@ -34,8 +39,33 @@ MAX_HEADER = 0xFFFF
 # 64 KiB stays on the heap. Larger frames simply take several receives.
 RECV_SIZE = 1 << 16
 
-# One encoder for every frame header: json.dumps with options builds a new one per call.
-compact_json = json.JSONEncoder(separators=(",", ":")).encode
+# Headers are JSON, through orjson where it is installed: every hop encodes and
+# decodes a header, and the standard library's json takes 3-4 µs for each against
+# orjson's 0.3-0.7 µs. What orjson refuses to write (strings with lone surrogates,
+# as undecodable file names give; integers beyond 64 bits; keys that are not
+# strings) goes through the standard library, and what orjson cannot read of that
+# output (NaN, escaped lone surrogates) back through it. Both sides speak plain JSON.
+_stdlib_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def dump_json(obj: Any) -> bytes:
+    """Compact JSON for a frame header or a ledger line."""
+    if orjson is not None:
+        try:
+            return orjson.dumps(obj)
+        except TypeError:
+            pass
+    return _stdlib_json(obj).encode()
+
+
+def load_json(data: bytes | bytearray) -> Any:
+    """Parse what ``dump_json`` wrote; ValueError or UnicodeDecodeError if it is not JSON."""
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(bytes(data))
 
 # Message types a client may send to the daemon.
 CLIENT_MESSAGES = frozenset({
@@ -70,7 +100,7 @@ class Frame:
 
 def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
     """Serialise one frame. ``header`` must hold "t"."""
-    head = compact_json(header).encode()
+    head = dump_json(header)
     if len(head) > MAX_HEADER:
         raise ProtocolError(f"frame header of {len(head)} bytes exceeds {MAX_HEADER}")
     return PREFIX.pack(PROTOCOL_VERSION, 0, len(head), len(payload)) + head + payload
@@ -109,7 +139,7 @@ class FrameReader:
         if len(buf) < end:
             return None
         try:
-            header = json.loads(bytes(buf[PREFIX.size:PREFIX.size + hlen]))
+            header = load_json(buf[PREFIX.size:PREFIX.size + hlen])  # a copy: buf must stay resizable
         except (UnicodeDecodeError, ValueError) as exc:
             raise ProtocolError(f"frame header is not JSON: {exc}") from None
         if not isinstance(header, dict) or not isinstance(header.get("t"), str):

@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from ..protocol import compact_json
+from ..protocol import dump_json, load_json
 from .jobs import LOST, RUNNING, Job
 
 log = logging.getLogger("warmd")
@@ -156,7 +156,7 @@ def _entry(job: Job) -> dict[str, Any]:
 
 
 def _line(record: dict[str, Any]) -> bytes:
-    return compact_json(record).encode() + b"\n"
+    return dump_json(record) + b"\n"
 
 
 def _replay(lines: list[bytes]) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
@@ -165,7 +165,7 @@ def _replay(lines: list[bytes]) -> tuple[dict[str, Any] | None, dict[str, dict[s
     running: dict[str, dict[str, Any]] = {}
     for raw in lines:
         try:
-            record = json.loads(raw)
+            record = load_json(raw)
         except ValueError:
             continue  # a line cut short by the crash
         if not isinstance(record, dict):
