@@ -56,16 +56,20 @@ def test_finished_results_are_bounded(make_daemon):
 def test_results_expire(make_daemon):
     d = make_daemon("[daemon]\nresult_ttl = 0.2\n")
     with d.client() as client:
-        f = client.submit(helpers_jobs.add, 1, 1)
-        f.result(timeout=30)
-        job_id = f.job_id
-    r = d.warmctl("wait", job_id)
-    # the daemon drops the result on a timer; ask until it has (bounded)
-    for _ in range(200):
-        if r.returncode == 66:
-            break
+        # Two results finished at different times: the one timer serves both in turn.
+        job_ids = []
+        for i in range(2):
+            f = client.submit(helpers_jobs.add, i, 1)
+            f.result(timeout=30)
+            job_ids.append(f.job_id)
+    for job_id in reversed(job_ids):
         r = d.warmctl("wait", job_id)
-    assert r.returncode == 66
+        # the daemon drops the result on a timer; ask until it has (bounded)
+        for _ in range(200):
+            if r.returncode == 66:
+                break
+            r = d.warmctl("wait", job_id)
+        assert r.returncode == 66, job_id
 
 
 def test_progress_bar_on_a_terminal(daemon):

@@ -538,9 +538,11 @@ class Supervisor:
                        **({"GPU_PEAK_BYTES": gpu["peak_bytes"]} if "peak_bytes" in gpu else {})})
 
     def _schedule_expiry(self) -> None:
-        when = self.jobs.next_expiry()
-        if when == self._expiry_when:
-            return  # the oldest result is the same one: its timer stands (most job ends)
+        when, armed = self.jobs.next_expiry(), self._expiry_when
+        if when == armed or (when is not None and armed is not None and armed <= when):
+            # The armed timer is due first (results expire in the order they finished): it
+            # stands, and re-arms for what is then the oldest. Most job ends stop here.
+            return
         if self._expiry_handle is not None:
             self._expiry_handle.cancel()
             self._expiry_handle = None
