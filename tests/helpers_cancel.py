@@ -67,3 +67,14 @@ def quick(x):
 
 def token_and_pid():
     return os.getpid()
+
+
+def child_status():
+    """A job with a child process: the child's exit status (-2 had a SIGINT reached it) and
+    the worker's pid."""
+    child = subprocess.run([sys.executable, "-c", "import time; time.sleep(0.05)"])
+    return child.returncode, os.getpid()
+
+
+def touch(path):
+    open(path, "w").close()

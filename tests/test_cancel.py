@@ -239,3 +239,86 @@ def test_two_hundred_cancel_cycles_leave_nothing_behind(make_daemon):
     assert children <= workers | {c.pid for w in workers if psutil.pid_exists(w)
                                   for c in psutil.Process(w).children(recursive=True)}
     assert rss_after - rss_before < 8 * 1024 * 1024, (rss_before, rss_after)
+
+
+# A worker holds the next job while one runs where one job runs at a time (capacity 1), and
+# starts it as it sends the last one's end. Cancel must still reach exactly the job it names.
+
+def held_by(client, job_id: str) -> int | None:
+    """The worker pid holding a queued job, if a worker holds it."""
+    (summary,) = [j for j in client.jobs() if j["id"] == job_id]
+    return summary["worker_pid"] if summary["state"] == "queued" else None
+
+
+def test_cancelling_the_running_job_spares_the_held_one(make_daemon):
+    d = make_daemon(FAST, "--spares", "0")
+    with d.client() as client:
+        running = client.submit(helpers_cancel.cooperative)
+        (worker_pid,) = job_pids(running)
+        held = client.submit(helpers_cancel.child_status)
+        assert held_by(client, held.job_id) == worker_pid
+        assert running.cancel() is True
+        # Started on the same warm worker after the cancel, and no SIGINT reached its child.
+        assert held.result(timeout=30) == (0, worker_pid)
+
+
+def test_cancelling_a_held_job_skips_it(make_daemon, tmp_path):
+    d = make_daemon(FAST, "--spares", "0")
+    fifo, marker = tmp_path / "release", tmp_path / "ran"
+    os.mkfifo(fifo)
+    with d.client() as client:
+        running = client.submit(helpers_cancel.wait_for_file, str(fifo))
+        (worker_pid,) = job_pids(running)
+        held = client.submit(helpers_cancel.touch, str(marker))
+        assert held_by(client, held.job_id) == worker_pid
+        assert client.cancel(held.job_id) == "removed_from_queue"
+        with open(fifo, "w") as f:
+            f.write("go")
+        assert running.result(timeout=30) == "go"
+        assert held.cancelled()
+        # The worker skipped it, answered, and takes the next job.
+        assert client.submit(helpers_cancel.token_and_pid).result(timeout=30) == worker_pid
+    assert not marker.exists()
+    assert "unexpected" not in d.log_text()
+
+
+def test_a_held_job_goes_back_to_the_queue_when_its_worker_is_killed(make_daemon):
+    d = make_daemon(FAST)
+    with d.client() as client:
+        wait_for_workers(client, 2)
+        running = client.submit(helpers_cancel.cooperative)
+        (worker_pid,) = job_pids(running)
+        held = client.submit(helpers_cancel.child_status)
+        assert held_by(client, held.job_id) == worker_pid
+        assert running.cancel(force=True) is True
+        status, spare_pid = held.result(timeout=30)  # run by the spare instead
+        assert status == 0 and spare_pid != worker_pid
+        assert gone([worker_pid])
+
+
+def test_cancels_racing_the_end_of_a_job_never_touch_the_next(make_daemon):
+    # The job to cancel ends as the cancel arrives, and the worker may already have started
+    # the held one: every kind of cancel must leave that one alone.
+    d = make_daemon("[cancel]\ninterrupt_grace = 0.02\nterminate_grace = 0.02\n")
+    with d.client() as client:
+        wait_for_workers(client, 2)
+        for i in range(120):
+            first = client.submit(helpers_cancel.quick, i)
+            second = client.submit(helpers_cancel.child_status)
+            client.cancel(first.job_id, ("interrupt", "terminate", "kill")[i % 3])
+            wait([first], timeout=30)
+            assert first.cancelled() or first.result() == i
+            assert second.result(timeout=30)[0] == 0, i
+
+
+def test_stopping_the_daemon_cancels_a_held_job(make_daemon):
+    d = make_daemon(FAST, "--spares", "0")
+    with d.client() as client:
+        running = client.submit(helpers_cancel.cooperative)
+        (worker_pid,) = job_pids(running)
+        held = client.submit(helpers_cancel.quick, 1)
+        assert held_by(client, held.job_id) == worker_pid
+        client.shutdown_daemon()
+        wait([running, held], timeout=30)
+        assert running.cancelled() and held.cancelled()
+    assert d.proc.wait(timeout=30) == 0

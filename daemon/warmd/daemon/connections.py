@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProtocolError, VersionMismatch
-from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, FrameReader, encode
+from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, RECV_SIZE, FrameReader, encode
 from ..receiver import BufferedReceiver
 from .jobs import ModuleCopy
 from .listener import peer_credentials
@@ -143,6 +143,18 @@ class WorkerConnection(BufferedReceiver):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+
+    def drain(self) -> None:
+        """Handle now whatever the worker has already sent, ahead of the event loop."""
+        sock = self.worker.sock
+        while self.transport is not None:
+            try:
+                data = sock.recv(RECV_SIZE)
+            except OSError:
+                return  # nothing more now (EAGAIN), or an error the transport sees too
+            if not data:
+                return  # end of stream: the transport's own read handles it
+            self.received(memoryview(data))
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         self.write(encode(header, payload))

@@ -160,5 +160,7 @@ class JobTable:
         return [j for j in self.jobs.values() if j.state == RUNNING]
 
     def counts(self) -> dict[str, int]:
-        return {"queued": len(self.queue), "running": len(self.running()), "done": self.done_count,
+        # Queued includes a job a worker holds to start next (not in ``queue`` any more).
+        queued = sum(1 for j in self.jobs.values() if j.state == QUEUED)
+        return {"queued": queued, "running": len(self.running()), "done": self.done_count,
                 "retained": len(self.finished), "retained_bytes": self.finished_bytes}

@@ -55,6 +55,9 @@ class WorkerProcess:
     connection: Any = None
     extra: dict[str, Any] = field(default_factory=dict)  # what warm-up reported beyond timings
     modules: dict[str, str] = field(default_factory=dict)  # module name -> source digest it holds
+    cancel_fd: int | None = None   # write end of the pipe that names jobs to cancel (see supervisor)
+    held: Job | None = None        # sent to run after ``job``; still queued as far as clients know
+    skipping: set[str] = field(default_factory=set)  # held jobs cancelled before they started
 
     @property
     def pid(self) -> int:
@@ -75,7 +78,8 @@ class WorkerProcess:
     def describe(self) -> dict[str, Any]:
         return {"slot": self.slot, "pid": self.pid, "pgid": self.pgid, "state": self.state.value,
                 "device": self.device, "token": self.token, "jobs_run": self.jobs_run,
-                "job": self.job.id if self.job else None, "warmup_seconds": self.warmup_seconds,
+                "job": self.job.id if self.job else None, "held": self.held.id if self.held else None,
+                "warmup_seconds": self.warmup_seconds,
                 "warmup_steps": self.warmup_steps, "rss": self.rss(), "error": self.error,
                 **self.extra}
 
@@ -87,14 +91,20 @@ def spawn(slot: int, device_env: str | None, device: int | None) -> WorkerProces
     interpreter has none of the daemon's sockets or signal handlers.
     """
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    cancel_read, cancel_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
     if device_env is not None:
         env["CUDA_VISIBLE_DEVICES"] = device_env
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "warmd.worker", "--fd", str(child.fileno())],
-            pass_fds=(child.fileno(),), process_group=0, stdin=subprocess.DEVNULL, env=env)
+            [sys.executable, "-m", "warmd.worker", "--fd", str(child.fileno()),
+             "--cancel-fd", str(cancel_read)],
+            pass_fds=(child.fileno(), cancel_read), process_group=0, stdin=subprocess.DEVNULL, env=env)
+    except BaseException:
+        os.close(cancel_write)
+        raise
     finally:
         child.close()
+        os.close(cancel_read)
     parent.setblocking(False)
-    return WorkerProcess(slot, device, popen, parent)
+    return WorkerProcess(slot, device, popen, parent, cancel_fd=cancel_write)

@@ -50,6 +50,7 @@ class Cancellation:
     requesters: list[tuple[ClientConnection, Any]] = field(default_factory=list)
     snapshot: list[psutil.Process] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
+    told: bool = False  # the job's id went down its worker's cancel pipe
 
 
 class Supervisor:
@@ -158,6 +159,9 @@ class Supervisor:
             for job in list(self.jobs.queue):
                 self.jobs.unqueue(job)
                 self.finish_job(job, _cancel_header("the daemon is shutting down"))
+            for worker in list(self.workers.values()):
+                if worker.held is not None:
+                    self.cancel(worker.held, "terminate", None, None)
             for job in self.jobs.running():
                 self.cancel(job, "terminate", None, None)
         for worker in list(self.workers.values()):
@@ -264,7 +268,9 @@ class Supervisor:
         elif kind == "progress" and job is not None:
             self.job_event(job, {"kind": "progress", "done": frame.get("done"),
                                  "total": frame.get("total"), "message": frame.get("message")})
-        elif kind == "done" and job is not None:
+        elif kind == "done" and frame.get("job") in worker.skipping:
+            worker.skipping.discard(frame.get("job"))  # cancelled before it started: answered
+        elif kind == "done" and job is not None and frame.get("job") == job.id:
             self.worker_finished_job(worker, frame)
         elif kind == "ready":
             worker.state = WorkerState.IDLE
@@ -289,18 +295,29 @@ class Supervisor:
 
     def worker_finished_job(self, worker: WorkerProcess, frame: Frame) -> None:
         job = worker.job
-        worker.job = None
         worker.jobs_run += 1
-        header = {k: v for k, v in frame.header.items() if k != "t"}
+        header = {k: v for k, v in frame.header.items() if k not in ("t", "job")}
         header.update(token=worker.token, device=worker.device)
-        if worker.state == WorkerState.BUSY:
+        if worker.state != WorkerState.BUSY:
+            # Stopping (a cancel escalated to terminate or kill, or the daemon stops): a job it
+            # holds must not start there; it goes back to the queue when the worker has exited.
+            worker.job = None
+        else:
+            # The job it held is running now: the worker goes on to it as it sends this end, or,
+            # if this job was named for cancel, once it has our word.
+            worker.job, worker.held = worker.held, None
+            if job.cancel is not None and job.cancel.told:
+                worker.connection.send({"t": "resume", "job": job.id})
+            if worker.job is not None:
+                self._running(worker.job, worker)
             reason = self.recycle_reason(worker, header)
             if reason:
+                # A job it holds runs first: it is ahead of the exit in the worker's socket.
                 log.info("recycling worker pid %d: %s", worker.pid, reason,
                          extra={"WORKER_PID": worker.pid})
                 self.stop_worker(worker)
                 self.fill_pool()
-            else:
+            elif worker.job is None:
                 worker.state = WorkerState.IDLE
         self.dispatch()  # first: the worker waits for its next job, the client only for news
         self.finish_job(job, header, frame.payload)
@@ -358,6 +375,17 @@ class Supervisor:
                      extra={"WORKER_PID": worker.pid})
         job = worker.job
         worker.job = None
+        if worker.cancel_fd is not None:
+            os.close(worker.cancel_fd)
+            worker.cancel_fd = None
+        held, worker.held = worker.held, None
+        if held is not None:
+            held.worker_pid = None
+            if held.cancel is not None or self.stopping:
+                self.finish_job(held, _cancel_header(f"cancelled; its worker pid {worker.pid} exited "
+                                                     "before it started"))
+            else:
+                self.jobs.queue.appendleft(held)  # it never started: first in line again
         # Whatever the worker left behind re-parented to us (we are a subreaper): kill it all.
         leftovers = self._orphans()
         if job is not None and job.cancel is not None:
@@ -459,6 +487,7 @@ class Supervisor:
             busy = [w for w in self.workers.values() if w.state == WorkerState.BUSY]
             idle = [w for w in self.workers.values() if w.state == WorkerState.IDLE]
             if not idle or len(busy) >= self.placement.capacity:
+                self._hold_next(busy)
                 return
             chosen: list[WorkerProcess] = []
 
@@ -474,22 +503,50 @@ class Supervisor:
                 return
             self.start_job(job, chosen[0])
 
+    def _hold_next(self, busy: list[WorkerProcess]) -> None:
+        """Where one job runs at a time, the busy worker gets the next queued job to hold, and
+        starts it as it sends the last one's end: no wait for the daemon between jobs.
+
+        Not with more workers: a held job could wait behind a long one while another worker
+        frees up. Not on GPUs: a worker must not go on after a job that left its device in an
+        error state, and GPU jobs are long enough that the wait does not matter. A held job's
+        cancel goes through the worker's cancel pipe (see ``cancel``).
+        """
+        if self.placement.gpu or self.placement.capacity != 1 or len(busy) != 1:
+            return
+        worker = busy[0]
+        max_jobs = self.config["workers"]["max_jobs"]
+        if worker.held is not None or worker.connection is None or (
+                max_jobs and worker.jobs_run + 1 >= max_jobs):
+            return
+        job = self.jobs.next_for(lambda j: j.device is None or j.device == worker.device)
+        if job is not None:
+            worker.held = job
+            job.worker_pid = worker.pid
+            self._send_run(job, worker)
+
     def start_job(self, job: Job, worker: WorkerProcess) -> None:
         worker.state = WorkerState.BUSY
         worker.job = job
-        job.state = RUNNING
-        job.started = time.time()
-        job.worker_pid = worker.pid
+        self._send_run(job, worker)
+        # After the send, so the worker starts sooner. A crash in between still finds a job
+        # that waited in the queue (it has its queue line), and a job submitted in this same
+        # read has not been acknowledged to its client yet.
+        self._running(job, worker)
+
+    def _send_run(self, job: Job, worker: WorkerProcess) -> None:
         # The sources of this job's modules that the worker does not hold yet, then the run.
         frames = [m.frame for m in job.modules if worker.modules.get(m.name) != m.sha]
         worker.modules.update((m.name, m.sha) for m in job.modules)
         frames.append(encode({**job.run_header, "t": "run", "job": job.id}, job.payload))
         worker.connection.write(b"".join(frames) if len(frames) > 1 else frames[0])
-        job.payload = b""
+
+    def _running(self, job: Job, worker: WorkerProcess) -> None:
+        job.state = RUNNING
+        job.started = time.time()
+        job.worker_pid = worker.pid
+        job.payload = b""  # kept until now: a held job goes back to the queue if its worker dies
         job.modules = ()
-        # After the send, so the worker starts sooner. A crash in between still finds a job
-        # that waited in the queue (it has its queue line), and a job submitted in this same
-        # read has not been acknowledged to its client yet.
         self.ledger.started(job)
         self.job_event(job, {"kind": "state", "state": RUNNING, "worker_pid": worker.pid,
                              "device": worker.device})
@@ -561,8 +618,7 @@ class Supervisor:
         """Start or escalate a cancel. Returns "pending", "removed" or "finished"."""
         if job.finished_state:
             return "finished"
-        if job.state == QUEUED:
-            self.jobs.unqueue(job)
+        if job.state == QUEUED and self.jobs.unqueue(job):
             self.finish_job(job, _cancel_header("cancelled before it started"))
             return "removed"
         graces = self.config["cancel"]
@@ -571,6 +627,23 @@ class Supervisor:
             c = job.cancel = Cancellation(
                 interrupt_grace=graces["interrupt_grace"] if interrupt_grace is None else interrupt_grace,
                 terminate_grace=graces["terminate_grace"] if terminate_grace is None else terminate_grace)
+        holder = self.workers.get(job.worker_pid or -1) if job.state == QUEUED else None
+        if holder is not None and holder.held is job:
+            # Named in the pipe first, so the worker skips it if it has not started it by the
+            # time it reads the pipe. Then what the worker already sent: if the job before
+            # has not ended, the job surely has not started.
+            self._tell_worker(holder, job)
+            holder.connection.drain()
+            if holder.held is job:
+                holder.held = None
+                holder.skipping.add(job.id)
+                job.worker_pid = None
+                self.finish_job(job, _cancel_header("cancelled before it started"))
+                self.dispatch()
+                return "removed"
+            if job.finished_state:  # it started, and the worker's answer is already in
+                return "removed" if job.state == CANCELLED else "finished"
+            # It has started after all: cancel it as a running job.
         if requester is not None:
             c.requesters.append(requester)
         if c.stage is None or CANCEL_STAGES.index(stage) > CANCEL_STAGES.index(c.stage):
@@ -582,6 +655,14 @@ class Supervisor:
         worker = self.workers.get(job.worker_pid or -1)
         if c is None or job.finished_state or worker is None or worker.reaped:
             return  # already ending: the exit handler finishes the job
+        # The worker may hold a next job and start it the moment it sends this one's end. So:
+        # name the job in the pipe (the worker then waits for our word before going on), read
+        # what it already sent, and signal its group only if the job has still not ended.
+        self._tell_worker(worker, job)
+        if worker.connection is not None:
+            worker.connection.drain()
+        if job.finished_state or worker.reaped:
+            return
         if c.timer is not None:
             c.timer.cancel()
             c.timer = None
@@ -599,6 +680,18 @@ class Supervisor:
         proctree.send(c.snapshot, sig)
         if stage == "terminate":
             c.timer = self._loop.call_later(c.terminate_grace, self._escalate, job, "kill")
+
+    def _tell_worker(self, worker: WorkerProcess, job: Job) -> None:
+        """Name ``job`` in its worker's cancel pipe (once): the worker's SIGINT handler only
+        interrupts a job named there, and a worker starts no job named there."""
+        if job.cancel.told or worker.cancel_fd is None:
+            return
+        try:
+            os.write(worker.cancel_fd, job.id.encode() + b"\n")  # under PIPE_BUF: one piece
+            job.cancel.told = True
+        except OSError as exc:  # a full pipe would mean a worker that stopped reading: it dies soon
+            log.warning("cannot name job %s to worker pid %d: %s", job.id, worker.pid, exc,
+                        extra={"JOB_ID": job.id, "WORKER_PID": worker.pid})
 
     # ---------------------------------------------------------------- clients
 

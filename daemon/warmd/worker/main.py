@@ -1,9 +1,15 @@
 """Worker entry point: warm up once, then run jobs the daemon sends, one at a time.
 
 Started by the daemon as a fresh interpreter leading its own process group,
-with one end of a socketpair on ``--fd``. Cancel reaches the worker as signals
-to its group: SIGINT interrupts the running job (and is ignored between jobs),
-SIGTERM and SIGKILL end the worker.
+with one end of a socketpair on ``--fd`` and the read end of a cancel pipe on
+``--cancel-fd``. Cancel reaches the worker as signals to its group: SIGINT
+interrupts the running job (and is ignored between jobs), SIGTERM and SIGKILL
+end the worker. The daemon may send the next job while one runs; the worker
+starts it as it sends the last one's end. Before it signals, the daemon names
+the job in the cancel pipe: a SIGINT then interrupts only that job, a job named
+there is skipped rather than started, and after a named job ends the worker
+waits for the daemon's "resume" before it starts another, so that a signal or
+kill meant for the job that ended can never reach the next one.
 """
 from __future__ import annotations
 
@@ -16,11 +22,12 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from .. import proctree, runtime
 from ..channel import Channel
-from ..protocol import DEFAULT_MAX_PAYLOAD
+from ..protocol import DEFAULT_MAX_PAYLOAD, Frame
 from . import execute
 from .capture import OutputPump
 from .usercode import UserCode, warm_modules
@@ -32,11 +39,29 @@ EXIT_WARMUP_FAILED = 3  # reserved: the daemon backs off instead of respawning a
 class WorkerContext:
     """The worker side of warmd.runtime: what the running job can ask for."""
 
-    def __init__(self, pump: OutputPump, device: int | None) -> None:
+    def __init__(self, pump: OutputPump, device: int | None, cancel_fd: int | None = None) -> None:
         self.pump = pump
         self._device = device
         self.current_job: str | None = None
         self.cancel_requested = False
+        self.cancel_fd = cancel_fd
+        self.named: set[str] = set()  # jobs the daemon named in the cancel pipe
+        self.pid = os.getpid()
+        if cancel_fd is not None:
+            os.set_inheritable(cancel_fd, False)  # the job's own programs have no use for it
+
+    def read_cancels(self) -> set[str]:
+        """The jobs named in the cancel pipe so far (ids, one per line)."""
+        while self.cancel_fd is not None:
+            try:
+                data = os.read(self.cancel_fd, 4096)
+            except BlockingIOError:
+                break
+            if not data:  # the daemon is gone; the watch thread ends this worker
+                self.cancel_fd = None
+                break
+            self.named.update(data.decode("ascii", "replace").split())
+        return self.named
 
     # runtime.JobContext
     def progress(self, done: float, total: float | None, message: str) -> None:
@@ -54,8 +79,14 @@ class WorkerContext:
         return self.current_job
 
     def on_sigint(self, signum: int, frame: Any) -> None:
-        # Only a running job is interrupted; a SIGINT racing the job's end is dropped.
-        if self.current_job is not None and not self.cancel_requested:
+        # Only the running job, and only if the daemon named it: a SIGINT racing a job's end is
+        # dropped, and so is one whose handler runs late (the signal landed on another thread
+        # while this one waited in a system call) when the next job has started.
+        if self.current_job is None or self.cancel_requested:
+            return
+        if os.getpid() != self.pid:
+            raise KeyboardInterrupt  # a child the job forked: the group's SIGINT is for it
+        if self.current_job in self.read_cancels():  # only this process reads the pipe
             self.cancel_requested = True
             raise KeyboardInterrupt
 
@@ -83,6 +114,7 @@ class JobLogHandler(logging.Handler):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m warmd.worker")
     parser.add_argument("--fd", type=int, required=True, help="socketpair end to the daemon")
+    parser.add_argument("--cancel-fd", type=int, help="read end of the daemon's cancel pipe")
     args = parser.parse_args(argv)
 
     sock = socket.socket(fileno=args.fd)
@@ -96,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     device = setup.get("device")
     pump = OutputPump(channel)
-    context = WorkerContext(pump, device)
+    context = WorkerContext(pump, device, args.cancel_fd)
     runtime.install(context)
 
     started = time.perf_counter()
@@ -120,15 +152,47 @@ def main(argv: list[str] | None = None) -> int:
                           **({"gpu": gpu.ready_info()} if gpu is not None else {})})
     signal.signal(signal.SIGINT, context.on_sigint)
 
+    max_result = int(setup.get("max_frame") or DEFAULT_MAX_PAYLOAD)
+    waiting: deque[Frame] = deque()  # runs that arrived while the worker waited for "resume"
     while True:
-        frame = channel.recv()
+        frame = waiting.popleft() if waiting else channel.recv()
         if frame is None or frame.type == "exit":
             return 0
         if frame.type == "source":
             usercode.add_source(frame.header, frame.payload)
         elif frame.type == "run":
-            run_job(frame.header, frame.payload, context, spare, usercode,
-                    int(setup.get("max_frame") or DEFAULT_MAX_PAYLOAD), gpu=gpu)
+            job_id = frame.header["job"]
+            if job_id in context.read_cancels():
+                context.named.discard(job_id)
+                pump.flush_then_send(_skipped(job_id))
+                continue
+            run_job(frame.header, frame.payload, context, spare, usercode, max_result, gpu=gpu)
+            if job_id in context.read_cancels() and not _wait_for_resume(channel, usercode, waiting,
+                                                                        job_id):
+                return 0
+            context.named.discard(job_id)
+        elif frame.type == "resume":
+            context.named.discard(frame.get("job"))  # named after the worker had gone on
+
+
+def _wait_for_resume(channel: Channel, usercode: UserCode, waiting: deque[Frame], job_id: str) -> bool:
+    """After a job the daemon named for cancel: keep what arrives, start nothing, until the
+    daemon has the job's end and says "resume" (False: told to exit, or the daemon is gone)."""
+    while True:
+        frame = channel.recv()
+        if frame is None or frame.type == "exit":
+            return False
+        if frame.type == "resume" and frame.get("job") == job_id:
+            return True
+        if frame.type == "source":
+            usercode.add_source(frame.header, frame.payload)
+        elif frame.type == "run":
+            waiting.append(frame)
+
+
+def _skipped(job_id: str) -> dict[str, Any]:
+    return {"t": "done", "job": job_id, "state": "cancelled", "exit_status": 130,
+            "error": {"type": "Cancelled", "message": "cancelled before it started", "traceback": ""}}
 
 
 def _start_gpu(device: int, options: dict[str, Any]) -> Any:
@@ -181,4 +245,4 @@ def run_job(header: dict[str, Any], payload: bytes, context: WorkerContext,
     if gpu is not None:  # device sync, peak pool use, memory policy: before the done frame
         outcome.extra["gpu"] = gpu.job_finished(outcome.error)
     outcome.extra.update(seconds=round(time.perf_counter() - started, 6), leftovers_killed=leftovers)
-    context.pump.flush_then_send(outcome.header(), outcome.payload)
+    context.pump.flush_then_send({**outcome.header(), "job": header["job"]}, outcome.payload)
