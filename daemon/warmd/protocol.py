@@ -161,6 +161,11 @@ def source_digest(path: str, source: bytes) -> str:
     return hashlib.sha256(path.encode("utf-8", "surrogateescape") + b"\0" + source).hexdigest()
 
 
+def source_frame(name: str, path: str, sha: str, source: bytes) -> bytes:
+    """A "source" frame: client to daemon, and daemon to worker alike."""
+    return encode({"t": "source", "name": name, "path": path, "sha": sha}, source)
+
+
 def python_version() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
 

@@ -61,7 +61,7 @@ class ClientCore:
         sources = []  # after the submit is made: a refused one (too large) sends nothing
         for module in request.modules:
             if self._sources_sent.get(module.name) != module.sha:
-                sources.append(encode(module.header(), module.source))
+                sources.append(module.frame())
                 self._sources_sent[module.name] = module.sha
         return req, b"".join([*sources, data]) if sources else data
 

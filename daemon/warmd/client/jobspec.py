@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..codepaths import is_user_file, is_user_module
-from ..protocol import source_digest
+from ..protocol import source_digest, source_frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,8 +23,8 @@ class ModuleSource:
     sha: str       # source_digest(path, source)
     source: bytes
 
-    def header(self) -> dict[str, Any]:
-        return {"t": "source", "name": self.name, "path": self.path, "sha": self.sha}
+    def frame(self) -> bytes:
+        return source_frame(self.name, self.path, self.sha, self.source)
 
 
 @dataclass

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
 from ..protocol import (CLIENT_MESSAGES, E_BAD_REQUEST, E_NO_WORKERS, E_SHUTTING_DOWN, E_UNKNOWN_JOB,
-                        E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode, source_digest)
+                        E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode, source_digest,
+                        source_frame)
 from .connections import ClientConnection
 from .jobs import Job, ModuleCopy
 from .pool import LIVE
@@ -94,8 +95,7 @@ class Requests:
             raise TypeError("name, path and sha must be strings")
         if source_digest(path, frame.payload) != sha:
             raise ValueError(f"module {name}: sha does not match its path and source")
-        conn.modules[name] = ModuleCopy(name, sha, encode({"t": "source", "name": name, "path": path,
-                                                           "sha": sha}, frame.payload))
+        conn.modules[name] = ModuleCopy(name, sha, source_frame(name, path, sha, frame.payload))
 
     def on_submit(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         sup = self.sup

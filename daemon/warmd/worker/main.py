@@ -191,8 +191,9 @@ def _wait_for_resume(channel: Channel, usercode: UserCode, waiting: deque[Frame]
 
 
 def _skipped(job_id: str) -> dict[str, Any]:
-    return {"t": "done", "job": job_id, "state": "cancelled", "exit_status": 130,
-            "error": {"type": "Cancelled", "message": "cancelled before it started", "traceback": ""}}
+    outcome = execute.Outcome("cancelled", 130, {"type": "Cancelled", "traceback": "",
+                                                 "message": "cancelled before it started"})
+    return {**outcome.header(), "job": job_id}
 
 
 def _start_gpu(device: int, options: dict[str, Any]) -> Any:
