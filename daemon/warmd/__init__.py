@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (DaemonUnavailable, FrameTooLarge, JobExit, JobLost, RemoteError, RequestFailed,
-                     UnknownJob, VersionMismatch, WarmdError)
+                     UnknownJob, UnsafePath, VersionMismatch, WarmdError)
 from .runtime import cancelled, device, job_id, progress, xp
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .client.sync import Client, JobFuture
 
 __all__ = ["Client", "JobFuture", "JobCancelled", "JobExit", "JobLost", "RemoteError",
-           "RequestFailed", "UnknownJob", "VersionMismatch", "DaemonUnavailable", "WarmdError",
+           "RequestFailed", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
            "FrameTooLarge",
            "Output", "Log", "Progress", "StateChange", "Finished",
            "progress", "cancelled", "device", "xp", "job_id", "__version__"]

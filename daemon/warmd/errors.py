@@ -10,6 +10,10 @@ class ConfigError(WarmdError):
     """A configuration file or command-line value is invalid."""
 
 
+class UnsafePath(WarmdError):
+    """A socket, lock or log path that another user could control: warmd refuses to use it."""
+
+
 class ProtocolError(WarmdError):
     """The peer sent bytes that are not a valid warmd frame."""
 

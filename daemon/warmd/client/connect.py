@@ -14,8 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import DaemonUnavailable
-from ..paths import default_socket, ensure_private_dir, state_dir
+from ..credentials import peer_credentials
+from ..errors import DaemonUnavailable, UnsafePath
+from ..paths import (check_socket_entry, default_socket, entry, open_private_dir, open_private_file,
+                     state_dir, through)
 
 _GONE = (errno.ENOENT, errno.ECONNREFUSED)
 
@@ -25,7 +27,11 @@ def socket_path(path: str | os.PathLike | None) -> Path:
 
 
 def connect(path: Path, autostart: bool, daemon_args: list[str] | None = None) -> socket.socket:
-    """A connected socket to the daemon at ``path``, starting one if allowed and needed."""
+    """A connected socket to the daemon at ``path``, starting one if allowed and needed.
+
+    Before anything is sent, the socket's directory and the socket itself must be
+    the user's alone, and the process listening must run as the user (UnsafePath).
+    """
     try:
         return _connect(path)
     except OSError as exc:
@@ -35,34 +41,58 @@ def connect(path: Path, autostart: bool, daemon_args: list[str] | None = None) -
             raise DaemonUnavailable(f"no warmd daemon answers on {path}: start one with "
                                     "'systemctl --user start warmd.socket' or 'warmd', "
                                     "or drop --no-autostart") from None
-    ensure_private_dir(path.parent)
-    with _lock(path.with_name(path.name + ".lock")):
-        try:
-            return _connect(path)  # someone else started it while we waited for the lock
-        except OSError as exc:
-            if exc.errno not in _GONE:
-                raise _unavailable(path, exc) from None
-        try:
-            start_daemon(path, daemon_args or [])
-        except DaemonUnavailable:
+    dir_fd = open_private_dir(path.parent, create=True)
+    try:
+        with _lock(dir_fd, path.with_name(path.name + ".lock")):
             try:
-                return _connect(path)  # a daemon started by hand won the race: use it
-            except OSError:
-                raise
-        try:
-            return _connect(path)
-        except OSError as exc:
-            raise _unavailable(path, exc) from None
+                return _connect(path)  # someone else started it while we waited for the lock
+            except OSError as exc:
+                if exc.errno not in _GONE:
+                    raise _unavailable(path, exc) from None
+            try:
+                start_daemon(path, daemon_args or [])
+            except DaemonUnavailable:
+                try:
+                    return _connect(path)  # a daemon started by hand won the race: use it
+                except OSError:
+                    raise
+            try:
+                return _connect(path)
+            except OSError as exc:
+                raise _unavailable(path, exc) from None
+    finally:
+        os.close(dir_fd)
 
 
 def _connect(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """Connect through the checked directory; OSError ENOENT or ECONNREFUSED when nobody is there."""
+    dir_fd = open_private_dir(path.parent)
+    if dir_fd is None:
+        raise FileNotFoundError(errno.ENOENT, "no such directory", str(path.parent))
     try:
-        sock.connect(str(path))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+        st = entry(dir_fd, path.name)
+        if st is None:
+            raise FileNotFoundError(errno.ENOENT, "no such socket", str(path))
+        check_socket_entry(path, st)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(through(dir_fd, path.name))
+            check_peer(sock, path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    finally:
+        os.close(dir_fd)
+
+
+def check_peer(sock: socket.socket, path: Path) -> None:
+    """The process behind the socket must be the user's own: nothing goes to anyone else."""
+    pid, uid, _ = peer_credentials(sock)
+    if uid != os.getuid():
+        raise UnsafePath(f"refusing the daemon at {path}: it runs as uid {uid} (pid {pid}), not as "
+                         f"you (uid {os.getuid()}), so nothing was sent to it; stop it or choose "
+                         "another socket (--socket, WARMD_SOCKET or XDG_RUNTIME_DIR)")
 
 
 def _unavailable(path: Path, exc: OSError) -> DaemonUnavailable:
@@ -73,11 +103,14 @@ def _unavailable(path: Path, exc: OSError) -> DaemonUnavailable:
 
 
 class _lock:
-    def __init__(self, path: Path) -> None:
+    """flock on the autostart lock file, opened inside the checked socket directory."""
+
+    def __init__(self, dir_fd: int, path: Path) -> None:
+        self.dir_fd = dir_fd
         self.path = path
 
     def __enter__(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.fd = open_private_file(self.dir_fd, self.path.name, os.O_RDWR, self.path)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
@@ -92,10 +125,14 @@ def log_file() -> Path:
 def start_daemon(path: Path, daemon_args: list[str]) -> None:
     """Start a detached daemon on ``path`` and return once it serves the socket."""
     log_path = log_file()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_dir = open_private_dir(log_path.parent, create=True)
+    try:
+        log_fd = open_private_file(log_dir, log_path.name, os.O_WRONLY | os.O_APPEND, log_path)
+    finally:
+        os.close(log_dir)
     read_end, write_end = os.pipe()
     try:
-        with open(log_path, "ab") as log, open(os.devnull, "rb") as devnull:
+        with os.fdopen(log_fd, "ab") as log, open(os.devnull, "rb") as devnull:
             starter = subprocess.Popen(
                 [sys.executable, "-m", "warmd", "--socket", str(path), "--detach",
                  "--ready-fd", str(write_end), *daemon_args],

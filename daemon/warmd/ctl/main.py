@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 from .._version import __version__
 from ..paths import SOCKET_HELP
-from ..errors import (DaemonUnavailable, ProtocolError, RequestFailed, UnknownJob, VersionMismatch,
-                      WarmdError)
+from ..errors import (DaemonUnavailable, ProtocolError, RequestFailed, UnknownJob, UnsafePath,
+                      VersionMismatch, WarmdError)
 from . import exitcodes, render
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exitcodes.PROTOCOL, exc)
     except ProtocolError as exc:
         return _fail(exitcodes.PROTOCOL, exc)
-    except DaemonUnavailable as exc:
+    except (DaemonUnavailable, UnsafePath) as exc:
         return _fail(exitcodes.UNAVAILABLE, exc)
     except (RequestFailed, WarmdError) as exc:
         return _fail(exitcodes.SOFTWARE, exc)

@@ -6,11 +6,11 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..credentials import peer_credentials
 from ..errors import ProtocolError, VersionMismatch
 from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, RECV_SIZE, FrameReader, encode
 from ..receiver import BufferedReceiver
 from .jobs import ModuleCopy
-from .listener import peer_credentials
 
 if TYPE_CHECKING:
     from .pool import WorkerProcess

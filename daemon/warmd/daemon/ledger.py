@@ -141,7 +141,7 @@ class Ledger:
         # clients learn after a crash, so it never stops a job.
         try:
             if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_NOFOLLOW
                                    | os.O_CLOEXEC, 0o600)
                 os.write(self._fd, _line({"owner": self.owner}))
             os.write(self._fd, data)

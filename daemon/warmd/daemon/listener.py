@@ -4,14 +4,11 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import AlreadyRunning, ConfigError
-from ..paths import ensure_private_dir
-
-_UCRED = struct.Struct("3i")
+from ..errors import AlreadyRunning, ConfigError, UnsafePath
+from ..paths import check_socket_entry, entry, open_private_dir, through
 
 
 @dataclass
@@ -22,15 +19,16 @@ class Listener:
     # (device, inode) of the file bind() made: a socket fd's own fstat names the socket,
     # not that file, so this is how remove() tells ours from a successor's.
     bound: tuple[int, int] | None = None
+    dir_fd: int | None = None  # the checked directory the socket was bound in
 
     def remove(self) -> None:
         """Unlink the socket file if it is still the one this daemon bound."""
-        if self.activated or self.path is None or self.bound is None:
+        if self.activated or self.path is None or self.bound is None or self.dir_fd is None:
             return
         try:
-            st = self.path.stat()
-            if (st.st_dev, st.st_ino) == self.bound:
-                self.path.unlink()
+            st = entry(self.dir_fd, self.path.name)
+            if st is not None and (st.st_dev, st.st_ino) == self.bound:
+                os.unlink(self.path.name, dir_fd=self.dir_fd)
         except OSError:
             pass
 
@@ -55,33 +53,45 @@ def from_systemd() -> Listener | None:
 
 
 def bind(path: Path, backlog: int = 128) -> Listener:
-    """Bind ``path`` 0600 in a private directory; refuse if a live daemon answers there."""
-    ensure_private_dir(path.parent)
-    if path.exists() or path.is_symlink():
-        if _answers(path):
-            raise AlreadyRunning(f"a warmd daemon already answers on {path}; stop it first "
-                                 "('warmctl shutdown') or choose another --socket")
-        path.unlink()  # stale: nobody listens behind it
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
+    """Bind ``path`` 0600 in a directory checked to be this user's alone (created 0700),
+    through that directory's descriptor; refuse if a live daemon answers there."""
+    path = Path(os.path.abspath(path))
+    dir_fd = open_private_dir(path.parent, create=True)
     try:
-        sock.bind(str(path))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise AlreadyRunning(f"{path} was taken by another daemon starting at the same time") from None
-        raise ConfigError(f"cannot bind {path}: {exc.strerror}") from None
-    finally:
-        os.umask(old)
-    sock.listen(backlog)
-    st = path.stat()
-    return Listener(sock, path, activated=False, bound=(st.st_dev, st.st_ino))
+        st = entry(dir_fd, path.name)
+        if st is not None:
+            check_socket_entry(path, st)
+            if _answers(through(dir_fd, path.name)):
+                raise AlreadyRunning(f"a warmd daemon already answers on {path}; stop it first "
+                                     "('warmctl shutdown') or choose another --socket")
+            os.unlink(path.name, dir_fd=dir_fd)  # stale: nobody listens behind it
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old = os.umask(0o177)  # the socket is born 0600: no window where others may connect
+        try:
+            sock.bind(through(dir_fd, path.name))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise AlreadyRunning(f"{path} was taken by another daemon starting at the same "
+                                     "time") from None
+            raise ConfigError(f"cannot bind {path}: {exc.strerror}") from None
+        finally:
+            os.umask(old)
+        sock.listen(backlog)
+        st = entry(dir_fd, path.name)
+        if st is None:
+            sock.close()
+            raise UnsafePath(f"{path} vanished right after warmd bound it")
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return Listener(sock, path, activated=False, bound=(st.st_dev, st.st_ino), dir_fd=dir_fd)
 
 
-def _answers(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _answers(name: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        probe.connect(str(path))
+        probe.connect(name)
         return True
     except (ConnectionRefusedError, FileNotFoundError):
         return False
@@ -91,8 +101,3 @@ def _answers(path: Path) -> bool:
         raise
     finally:
         probe.close()
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end of a Unix socket (SO_PEERCRED)."""
-    return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
