@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from .client import jobspec
 from .client.connect import connect, socket_path
-from .client.core import ClientCore, JobItem, raise_for
+from .client.core import ClientCore, JobItem, cancel_fields, raise_for
 from .client.events import Event, Finished
 from .client.outcome import JobCancelled, result_of
 from .errors import DaemonUnavailable, WarmdError
@@ -167,8 +167,9 @@ class AsyncClient:
             else:
                 waiter = self._requests.pop(delivery.req, None)
                 frame = delivery.frame
-                if frame.type == "accepted":
-                    # Follow the job now: its first events may be in this same read.
+                if frame.type in ("accepted", "attached"):
+                    # Follow the job now, by the id the daemon gives (the request may have named
+                    # a prefix): its first events may be in this same read.
                     self._accepted[delivery.req] = self._follow(AsyncJob(self, frame.header["job"]))
                 if waiter is not None and not waiter.done():
                     waiter.set_result(frame)
@@ -228,17 +229,19 @@ class AsyncClient:
         return self._accepted.pop(frame.header["req"])
 
     async def attach(self, job_id: str) -> AsyncJob:
-        """Follow a job submitted elsewhere: output so far, the rest live, and its result."""
-        job = self._follow(AsyncJob(self, job_id))
-        try:
-            await self._call("attach", job=job_id)
-        except BaseException:
-            self._jobs.get(job_id, []).remove(job)
-            raise
-        return job
+        """Follow a job submitted elsewhere (by id or unique prefix): output so far, the rest
+        live, and its result."""
+        frame = await self._call("attach", job=job_id)
+        return self._accepted.pop(frame.header["req"])
 
-    async def cancel(self, job_id: str, mode: str = "interrupt") -> str:
-        return (await self._call("cancel", job=job_id, mode=mode)).header["outcome"]
+    async def resolve(self, job_id: str) -> str:
+        """The full id of the job ``job_id`` names (an id, or a unique prefix of one)."""
+        return (await self._call("resolve", job=job_id)).header["job"]
+
+    async def cancel(self, job_id: str, mode: str = "interrupt", *, interrupt_grace: float | None = None,
+                     terminate_grace: float | None = None) -> str:
+        fields = cancel_fields(job_id, mode, interrupt_grace, terminate_grace)
+        return (await self._call("cancel", **fields)).header["outcome"]
 
     async def ping(self) -> dict[str, Any]:
         return (await self._call("ping")).header

@@ -6,6 +6,8 @@ unknown key or a bad value is a ConfigError naming ``table.key``.
 """
 from __future__ import annotations
 
+import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -22,33 +24,67 @@ _UNITS = {"": 1, "B": 1,
              for suffix, base in (("", 1000), ("B", 1000), ("I", 1024), ("IB", 1024))}}
 
 
-def _int(minimum: int) -> Callable[[Any], int]:
+# Bounds on what a number may say. Integers must fit the 64 bits JSON readers keep; a frame's
+# payload length is 32 bits on the wire; times beyond ten years are typing mistakes, and
+# they would overflow the service manager's microsecond timeouts.
+MAX_INT = 2**63 - 1
+MAX_FRAME = 2**32 - 1
+MAX_SECONDS = 10 * 365 * 86400.0
+
+
+def max_workers() -> int:
+    """The most workers of one kind (count, spares, per device) a daemon may keep on this
+    machine: each is a whole interpreter, and the pool starts them all at once."""
+    return max(16, 4 * (os.cpu_count() or 1))
+
+
+def _int(minimum: int, maximum: Callable[[], int] | int = MAX_INT) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        limit = maximum() if callable(maximum) else maximum
+        if value > limit:
+            if callable(maximum):
+                raise ValueError(f"{value} is more workers than this machine can keep warm: at most "
+                                 f"{limit} (4 per CPU, at least 16)")
+            raise ValueError(f"{value} is too large (at most {limit})")
         return value
     return parse
 
 
-def _seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"expected a number of seconds >= 0, got {value!r}")
+def parse_seconds(value: Any) -> float:
+    """A duration: a finite number of seconds, 0 up to ten years."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number of seconds, got {value!r}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_SECONDS:
+        raise ValueError(f"expected a number of seconds from 0 to {MAX_SECONDS:.0f} "
+                         f"(0 where it means never), got {value!r}")
     return float(value)
 
 
-def parse_size(value: Any) -> int:
+def parse_size(value: Any, maximum: int = MAX_INT) -> int:
     """Bytes from an integer or a string such as "512MiB" or "2G"."""
+    size: float | int | None = None
     if isinstance(value, bool):
-        raise ValueError(f"expected a size in bytes, got {value!r}")
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, str):
+        size = None
+    elif isinstance(value, int) and value >= 0:
+        size = value
+    elif isinstance(value, str):
         m = _SIZE.match(value)
         if m:
             size = float(m.group(1)) * _UNITS[(m.group(2) or "").upper()]
-            if size == int(size):  # "1.5GiB" is fine, "0.5" bytes is not
-                return int(size)
-    raise ValueError(f'expected a size such as 1073741824 or "1GiB", got {value!r}')
+            if not math.isfinite(size) or size != int(size):  # "1.5GiB" is fine, "0.5" bytes is not
+                size = None
+    if size is None:
+        raise ValueError(f'expected a size such as 1073741824 or "1GiB", got {value!r}')
+    if size > maximum:
+        raise ValueError(f"{value!r} is too large (at most {maximum} bytes)")
+    return int(size)
+
+
+def parse_frame_size(value: Any) -> int:
+    """A frame payload limit: a size that fits the 32-bit length on the wire."""
+    return parse_size(value, MAX_FRAME)
 
 
 def _memory_limit(value: Any) -> float | int:
@@ -109,19 +145,19 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "socket": (_path, ""),
         "result_max_jobs": (_int(1), 1000),
         "result_max_bytes": (parse_size, 256 * 1024**2),
-        "result_ttl": (_seconds, 3600.0),
-        "idle_exit": (_seconds, 0.0),
-        "max_frame": (parse_size, 256 * 1024**2),
+        "result_ttl": (parse_seconds, 3600.0),
+        "idle_exit": (parse_seconds, 0.0),
+        "max_frame": (parse_frame_size, 256 * 1024**2),
         "log_level": (_log_level, "info"),
     },
     "workers": {
-        "count": (_int(1), 1),
-        "spares": (_int(0), 1),
+        "count": (_int(1, max_workers), 1),
+        "spares": (_int(0, max_workers), 1),
         "devices": (_devices, "all"),
-        "workers_per_device": (_int(1), 1),
+        "workers_per_device": (_int(1, max_workers), 1),
         "max_jobs": (_int(0), 0),
         "max_rss": (parse_size, 0),
-        "warmup_timeout": (_seconds, 600.0),
+        "warmup_timeout": (parse_seconds, 600.0),
         "gpu_memory_limit": (_memory_limit, 0),
         "gpu_memory_policy": (_choice("keep", "free", "recycle"), "keep"),
         "gpu_recycle_bytes": (parse_size, 0),
@@ -131,8 +167,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "hooks": (_hooks, ()),
     },
     "cancel": {
-        "interrupt_grace": (_seconds, 1.0),
-        "terminate_grace": (_seconds, 1.0),
+        "interrupt_grace": (parse_seconds, 1.0),
+        "terminate_grace": (parse_seconds, 1.0),
     },
 }
 

@@ -46,6 +46,14 @@ class UnknownJob(RequestFailed):
     """No job with this id is known to the daemon (never existed, or expired)."""
 
 
+class AmbiguousJob(RequestFailed):
+    """A job id prefix matches several jobs; ``candidates`` are their ids."""
+
+    def __init__(self, code: str, message: str, candidates: list[str]) -> None:
+        super().__init__(code, message)
+        self.candidates = candidates
+
+
 class JobLost(WarmdError):
     """The worker running the job died (signal, crash, out of memory)."""
 

@@ -65,12 +65,15 @@ def load_json(data: bytes | bytearray) -> Any:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(bytes(data))
+    try:
+        return json.loads(bytes(data))
+    except RecursionError:  # the standard library parses nesting by recursing
+        raise ValueError("JSON nested too deeply") from None
 
 # Message types a client may send to the daemon.
 CLIENT_MESSAGES = frozenset({
     "hello", "ping", "source", "submit", "attach", "detach", "wait", "logs", "cancel",
-    "status", "jobs", "shutdown",
+    "status", "jobs", "shutdown", "resolve",
 })
 
 # Error codes in "error" frames.
@@ -80,9 +83,11 @@ E_TOO_LARGE = "frame_too_large"
 E_UNKNOWN_TYPE = "unknown_message"
 E_BAD_REQUEST = "bad_request"
 E_UNKNOWN_JOB = "unknown_job"
+E_AMBIGUOUS_JOB = "ambiguous_job"
 E_DENIED = "permission_denied"
 E_SHUTTING_DOWN = "shutting_down"
 E_NO_WORKERS = "no_workers"
+E_INTERNAL = "internal_error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,15 +189,23 @@ def hello(client: str, pid: int) -> dict[str, Any]:
             "cloudpickle": cloudpickle_version(), "client": client, "pid": pid}
 
 
+def _short(value: Any) -> str:
+    """A peer's value for a message: short, and never a walk through a nested one."""
+    if isinstance(value, (list, dict)):
+        return type(value).__name__
+    text = str(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def check_hello(header: dict[str, Any], python: str, cloudpickle: str) -> str | None:
     """Return None when a client's hello is compatible, else a message telling the user what to do."""
     problems = []
     if header.get("proto") != PROTOCOL_VERSION:
-        problems.append(f"protocol {header.get('proto')} vs daemon's {PROTOCOL_VERSION}")
+        problems.append(f"protocol {_short(header.get('proto'))} vs daemon's {PROTOCOL_VERSION}")
     if header.get("python") != python:
-        problems.append(f"Python {header.get('python')} vs daemon's {python}")
+        problems.append(f"Python {_short(header.get('python'))} vs daemon's {python}")
     if header.get("cloudpickle") != cloudpickle:
-        problems.append(f"cloudpickle {header.get('cloudpickle')} vs daemon's {cloudpickle}")
+        problems.append(f"cloudpickle {_short(header.get('cloudpickle'))} vs daemon's {cloudpickle}")
     if not problems:
         return None
     return ("client and daemon do not match (" + "; ".join(problems) + "). Jobs are pickled, so both "

@@ -11,9 +11,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Union
 
-from ..errors import DaemonUnavailable, FrameTooLarge, ProtocolError, RequestFailed, UnknownJob, VersionMismatch
-from ..protocol import (DEFAULT_MAX_PAYLOAD, E_DENIED, E_UNKNOWN_JOB, E_VERSION, Frame, FrameReader,
-                        encode, hello)
+from ..config import parse_seconds
+from ..errors import (AmbiguousJob, DaemonUnavailable, FrameTooLarge, ProtocolError, RequestFailed,
+                      UnknownJob, VersionMismatch)
+from ..protocol import (DEFAULT_MAX_PAYLOAD, E_AMBIGUOUS_JOB, E_DENIED, E_UNKNOWN_JOB, E_VERSION, Frame,
+                        FrameReader, encode, hello)
 from .events import Event, Finished, from_frame
 from .jobspec import JobRequest
 
@@ -96,6 +98,20 @@ class ClientCore:
                                  "jobs keep running there: re-attach with 'warmctl attach JOB'")
 
 
+def cancel_fields(job_id: str, mode: str, interrupt_grace: float | None,
+                  terminate_grace: float | None) -> dict[str, Any]:
+    """A "cancel" request's fields; a grace that is not a finite number of seconds is refused
+    here, as JSON would carry NaN as null and so as no override at all."""
+    fields: dict[str, Any] = {"job": job_id, "mode": mode}
+    for key, grace in (("interrupt_grace", interrupt_grace), ("terminate_grace", terminate_grace)):
+        if grace is not None:
+            try:
+                fields[key] = parse_seconds(grace)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+    return fields
+
+
 def raise_for(frame: Frame) -> Frame:
     """Return a reply frame, or raise the typed error an "error" frame stands for."""
     if frame.type != "error":
@@ -105,6 +121,8 @@ def raise_for(frame: Frame) -> Frame:
         raise VersionMismatch(message)
     if code == E_UNKNOWN_JOB:
         raise UnknownJob(code, message)
+    if code == E_AMBIGUOUS_JOB:
+        raise AmbiguousJob(code, message, list(frame.get("candidates") or []))
     if code == E_DENIED:
         raise DaemonUnavailable(message)
     raise RequestFailed(code, message)

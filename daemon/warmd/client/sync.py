@@ -13,7 +13,7 @@ from ..errors import DaemonUnavailable, WarmdError
 from ..protocol import RECV_SIZE, Frame
 from . import jobspec
 from .connect import connect, socket_path
-from .core import ClientCore, JobItem, Reply, raise_for
+from .core import ClientCore, JobItem, Reply, cancel_fields, raise_for
 from .events import Event, Finished, Output
 from .outcome import JobCancelled, result_of
 
@@ -299,8 +299,14 @@ class Client(concurrent.futures.Executor):
         self._send("attach", future, job=job_id)
         return future
 
+    def resolve(self, job_id: str) -> str:
+        """The full id of the job ``job_id`` names: an id, or a unique prefix of one
+        (AmbiguousJob lists the candidates when several match)."""
+        return self._call("resolve", job=job_id).header["job"]
+
     def logs(self, job_id: str) -> list[Event]:
         """The events a job has produced so far, without following it."""
+        job_id = self.resolve(job_id)  # the replay is routed by the job's full id
         future = JobFuture(self)
         self._follow(job_id, future)
         try:
@@ -312,16 +318,12 @@ class Client(concurrent.futures.Executor):
     def wait(self, job_id: str) -> Finished:
         """Block until the job ends and return its end record (no output)."""
         future = JobFuture(self)
-        self._follow(job_id, future)
-        try:
-            self._call("wait", job=job_id)
-        except BaseException:
-            self._unfollow(job_id, future)
-            raise
+        self._send("wait", future, job=job_id)  # followed by the id the reply names, as attach is
+        future.job_id  # raises the daemon's refusal (UnknownJob, AmbiguousJob)
         with future._stream:
             while future._end is None and future._error is None:
                 future._stream.wait()
-        if future._error is not None:
+        if future._end is None:
             raise future._error
         return future._end
 
@@ -333,11 +335,7 @@ class Client(concurrent.futures.Executor):
         ``mode``: "interrupt" (SIGINT, then escalate), "terminate" or "kill".
         Returns "cancelled", "removed_from_queue", "already_finished" or "finished".
         """
-        fields: dict[str, Any] = {"job": job_id, "mode": mode}
-        if interrupt_grace is not None:
-            fields["interrupt_grace"] = interrupt_grace
-        if terminate_grace is not None:
-            fields["terminate_grace"] = terminate_grace
+        fields = cancel_fields(job_id, mode, interrupt_grace, terminate_grace)
         return self._call("cancel", **fields).header["outcome"]
 
     def ping(self) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 from .._version import __version__
 from ..paths import SOCKET_HELP
-from ..errors import (DaemonUnavailable, ProtocolError, RequestFailed, UnknownJob, UnsafePath,
-                      VersionMismatch, WarmdError)
+from ..errors import (AmbiguousJob, DaemonUnavailable, ProtocolError, RequestFailed, UnknownJob,
+                      UnsafePath, VersionMismatch, WarmdError)
 from . import exitcodes, render
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,22 +54,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script or code")
 
     sp = verb("attach", "stream a job's output from its start, live, and exit with its status")
-    sp.add_argument("job", help="job id")
+    sp.add_argument("job", help="job id, or a unique prefix of one")
     sp = verb("wait", "wait for a job to end and exit with its status", json_flag=True)
-    sp.add_argument("job", help="job id")
+    sp.add_argument("job", help="job id, or a unique prefix of one")
     sp = verb("logs", "print the output a job has produced so far", json_flag=True)
-    sp.add_argument("job", help="job id")
+    sp.add_argument("job", help="job id, or a unique prefix of one")
 
     sp = verb("cancel", "cancel a job (interrupt, then terminate, then kill)")
-    sp.add_argument("job", help="job id")
+    sp.add_argument("job", help="job id, or a unique prefix of one")
     sp.add_argument("--force", action="store_true", help="kill at once (SIGKILL to the job's processes)")
     sp.add_argument("--terminate", action="store_true", help="skip the interrupt (SIGTERM, then SIGKILL)")
-    sp.add_argument("--interrupt-grace", type=float, metavar="SECONDS", help="override cancel.interrupt_grace")
-    sp.add_argument("--terminate-grace", type=float, metavar="SECONDS", help="override cancel.terminate_grace")
+    sp.add_argument("--interrupt-grace", type=_seconds, metavar="SECONDS", help="override cancel.interrupt_grace")
+    sp.add_argument("--terminate-grace", type=_seconds, metavar="SECONDS", help="override cancel.terminate_grace")
 
     verb("shutdown", "stop the daemon (running jobs are cancelled)")
     _extra_verbs(verb)
     return p
+
+
+def _seconds(text: str) -> float:
+    from ..config import parse_seconds
+    try:
+        return parse_seconds(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _job_options(sp: argparse.ArgumentParser) -> None:
@@ -88,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except UnknownJob as exc:
         return _fail(exitcodes.NO_SUCH_JOB, exc)
+    except AmbiguousJob as exc:
+        return _fail(exitcodes.USAGE, exc)
     except VersionMismatch as exc:
         return _fail(exitcodes.PROTOCOL, exc)
     except ProtocolError as exc:

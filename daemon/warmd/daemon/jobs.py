@@ -5,13 +5,13 @@ Output events are kept pre-encoded so a late ``attach`` replays them verbatim.
 """
 from __future__ import annotations
 
-import secrets
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..protocol import encode
+from .jobids import JobIds
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = (
     "queued", "running", "succeeded", "failed", "cancelled", "lost")
@@ -83,6 +83,15 @@ class Job:
                 "events": len(self.events)}
 
 
+class AmbiguousJob(LookupError):
+    """A typed prefix names more than one job."""
+
+    def __init__(self, prefix: str, jobs: list[Job]) -> None:
+        super().__init__(prefix)
+        self.prefix = prefix
+        self.jobs = jobs
+
+
 class JobTable:
     """Every job the daemon holds: the queue, the running ones, and finished results
     retained within a count, a byte budget and an age; fetched results go first."""
@@ -96,11 +105,10 @@ class JobTable:
         self.finished: OrderedDict[str, Job] = OrderedDict()
         self.finished_bytes = 0
         self.done_count = 0
+        self.ids = JobIds()
 
     def new_id(self) -> str:
-        while (job_id := secrets.token_hex(4)) in self.jobs:
-            pass
-        return job_id
+        return self.ids.next()
 
     def add(self, job: Job) -> None:
         self.jobs[job.id] = job
@@ -108,6 +116,17 @@ class JobTable:
 
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
+
+    def find(self, ref: str) -> Job | None:
+        """The job whose id is ``ref``, else the one whose id starts with it (AmbiguousJob
+        when several do). Ids are typed by people as short prefixes, as git's are."""
+        job = self.jobs.get(ref)
+        if job is not None:
+            return job
+        matches = [j for j in self.jobs.values() if j.id.startswith(ref)]
+        if len(matches) > 1:
+            raise AmbiguousJob(ref, matches)
+        return matches[0] if matches else None
 
     def next_for(self, accepts: Callable[[Job], bool]) -> Job | None:
         """Take the oldest queued job that ``accepts`` says it can run."""

@@ -11,11 +11,13 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._version import __version__
-from ..protocol import (CLIENT_MESSAGES, E_BAD_REQUEST, E_NO_WORKERS, E_SHUTTING_DOWN, E_UNKNOWN_JOB,
-                        E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode, source_digest,
-                        source_frame)
+from ..protocol import (CLIENT_MESSAGES, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_INTERNAL, E_NO_WORKERS,
+                        E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode,
+                        source_digest, source_frame)
+from . import fields
 from .connections import ClientConnection
-from .jobs import Job, ModuleCopy
+from .fields import BadRequest
+from .jobs import AmbiguousJob, Job, ModuleCopy
 from .pool import LIVE
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ log = logging.getLogger("warmd")
 
 CANCEL_STAGES = ("interrupt", "terminate", "kill")
 JOB_KINDS = ("call", "script", "code")
+_CANDIDATES = 20  # jobs an ambiguous prefix lists
 
 
 class Requests:
@@ -33,20 +36,29 @@ class Requests:
 
     def handle(self, conn: ClientConnection, frame: Frame) -> None:
         kind = frame.type
-        req = frame.get("req")
         if not conn.greeted:
             self._greet(conn, frame)
             return
+        try:
+            req = fields.request_id(frame.header)
+        except BadRequest as exc:
+            conn.send({"t": "error", "code": E_BAD_REQUEST, "message": f"bad {kind[:40]!r} request: {exc}"})
+            return
         if kind not in CLIENT_MESSAGES:
             conn.send({"t": "error", "req": req, "code": E_UNKNOWN_TYPE,
-                       "message": f"unknown message type {kind!r}"})
+                       "message": f"unknown message type {kind[:40]!r}"})
             return
         handler = getattr(self, f"on_{kind}")
         try:
             handler(conn, frame, req)
-        except (KeyError, TypeError, ValueError) as exc:
-            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST,
-                       "message": f"bad {kind} request: {type(exc).__name__}: {exc}"})
+        except BadRequest as exc:
+            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": f"bad {kind} request: {exc}"})
+        except Exception:  # a bug here must cost one request, not the connection or the daemon
+            log.exception("internal error handling a %s request from client pid %s", kind, conn.pid,
+                          extra={"CLIENT_PID": conn.pid})
+            conn.send({"t": "error", "req": req, "code": E_INTERNAL,
+                       "message": f"the daemon failed to handle this {kind} request (a bug in warmd: "
+                                  "its log has the traceback); the connection stays usable"})
 
     def _greet(self, conn: ClientConnection, frame: Frame) -> None:
         sup = self.sup
@@ -64,11 +76,22 @@ class Requests:
                    "max_frame": sup.max_payload})
 
     def _job_or_error(self, conn: ClientConnection, frame: Frame, req: Any) -> Job | None:
-        job_id = frame.header["job"]
-        job = self.sup.jobs.get(str(job_id))
+        """The job a request names by id or unique prefix; else answer with the error."""
+        ref = fields.job_ref(frame.header)
+        try:
+            job = self.sup.jobs.find(ref)
+        except AmbiguousJob as exc:
+            shown = exc.jobs[:_CANDIDATES]
+            listed = ", ".join(f"{j.id} ({j.state}, {j.name[:30]})" for j in shown)
+            more = f" and {len(exc.jobs) - len(shown)} more" if len(exc.jobs) > len(shown) else ""
+            conn.send({"t": "error", "req": req, "code": E_AMBIGUOUS_JOB, "job": ref,
+                       "candidates": [j.id for j in shown],
+                       "message": f"job id prefix {ref!r} matches {len(exc.jobs)} jobs: {listed}{more}; "
+                                  "type more of the id"})
+            return None
         if job is None:
-            conn.send({"t": "error", "req": req, "code": E_UNKNOWN_JOB, "job": job_id,
-                       "message": f"no job {job_id!r}: it never existed here or its result expired "
+            conn.send({"t": "error", "req": req, "code": E_UNKNOWN_JOB, "job": ref,
+                       "message": f"no job {ref!r}: it never existed here or its result expired "
                                   "(see 'warmctl jobs')"})
         return job
 
@@ -90,11 +113,11 @@ class Requests:
         """Keep a module's source for this connection's later submits. No reply: a bad one
         is answered with an error, which ends a client's connection."""
         h = frame.header
-        name, path, sha = h["name"], h["path"], h["sha"]
-        if not (isinstance(name, str) and isinstance(path, str) and isinstance(sha, str)):
-            raise TypeError("name, path and sha must be strings")
+        name = fields.text(h, "name", required=True)
+        path = fields.text(h, "path", required=True, path=True)
+        sha = fields.text(h, "sha", required=True)
         if source_digest(path, frame.payload) != sha:
-            raise ValueError(f"module {name}: sha does not match its path and source")
+            raise BadRequest(f"module {name}: sha does not match its path and source")
         conn.modules[name] = ModuleCopy(name, sha, source_frame(name, path, sha, frame.payload))
 
     def on_submit(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
@@ -104,9 +127,15 @@ class Requests:
                        "message": "the daemon is shutting down; submit again in a moment"})
             return
         h = frame.header
-        kind = h["kind"]
-        if kind not in JOB_KINDS:
-            raise ValueError(f"kind must be call, script or code, not {kind!r}")
+        kind = fields.choice(h, "kind", JOB_KINDS, "")
+        if not kind:
+            raise BadRequest("kind is required (call, script or code)")
+        # Everything the worker will act on is checked here: a bad value must not reach it.
+        run = {"kind": kind, "argv": fields.texts(h, "argv"), "cwd": fields.text(h, "cwd", path=True),
+               "path": fields.text(h, "path", required=kind == "script", path=True),
+               "name": fields.text(h, "name")}
+        attach = fields.boolean(h, "attach", True)
+        named = fields.mapping(h, "modules")
         device = h.get("device")
         problem = sup.placement.check_request(device)
         if problem:
@@ -116,17 +145,15 @@ class Requests:
             conn.send({"t": "error", "req": req, "code": E_NO_WORKERS,
                        "message": sup.no_worker_message()})
             return
-        run = {"kind": kind, "argv": list(h.get("argv") or []), "cwd": h.get("cwd"),
-               "path": h.get("path"), "name": h.get("name")}
-        modules = _modules(conn, h.get("modules") or {})
+        modules = _modules(conn, named)
         if modules:
             run["modules"] = {m.name: m.sha for m in modules}
-        job = sup.submit(Job(sup.jobs.new_id(), kind, str(h.get("name") or kind), run, frame.payload,
+        job = sup.submit(Job(sup.jobs.new_id(), kind, run["name"] or kind, run, frame.payload,
                              conn.pid, device, modules=modules))
         # The job may already run: the worker got it first. The client learns the id,
         # then the events so far, in one write.
         accepted = encode({"t": "accepted", "req": req, "job": job.id})
-        if h.get("attach", True):
+        if attach:
             conn.write(b"".join([accepted, *job.events]))
             job.subscribers.add(conn)
         else:
@@ -137,16 +164,20 @@ class Requests:
         job = self._job_or_error(conn, frame, req)
         if job is not None:
             conn.send({"t": "attached", "req": req, "job": job.id, "state": job.state})
-            for data in job.events[int(frame.get("since", 0)):]:
+            for data in job.events[fields.integer(frame.header, "since", 0):]:
                 conn.write(data)
             self._deliver_end(conn, job, job.subscribers)
 
     def on_detach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        job = self.sup.jobs.get(str(frame.header["job"]))
+        ref = fields.job_ref(frame.header)
+        try:
+            job = self.sup.jobs.find(ref)
+        except AmbiguousJob:
+            job = None  # this connection follows neither by that prefix: nothing to detach
         if job is not None:
             job.subscribers.discard(conn)
             job.waiters.discard(conn)
-        conn.send({"t": "detached", "req": req, "job": frame.header["job"]})
+        conn.send({"t": "detached", "req": req, "job": job.id if job is not None else ref})
 
     def on_wait(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         job = self._job_or_error(conn, frame, req)
@@ -166,15 +197,19 @@ class Requests:
         job = self._job_or_error(conn, frame, req)
         if job is None:
             return
-        mode = frame.get("mode", "interrupt")
-        if mode not in CANCEL_STAGES:
-            raise ValueError(f"mode must be one of {', '.join(CANCEL_STAGES)}, not {mode!r}")
-        result = self.sup.cancel(job, mode, _grace(frame.get("interrupt_grace")),
-                                 _grace(frame.get("terminate_grace")), (conn, req))
+        h = frame.header
+        mode = fields.choice(h, "mode", CANCEL_STAGES, "interrupt")
+        result = self.sup.cancel(job, mode, fields.seconds(h, "interrupt_grace"),
+                                 fields.seconds(h, "terminate_grace"), (conn, req))
         outcome = {"finished": "already_finished", "removed": "removed_from_queue"}.get(result)
         if outcome:  # else the answer comes when the job's processes are gone
             conn.send({"t": "cancelled", "req": req, "job": job.id, "outcome": outcome,
                        "state": job.state})
+
+    def on_resolve(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        job = self._job_or_error(conn, frame, req)
+        if job is not None:
+            conn.send({"t": "resolved", "req": req, "job": job.id, "state": job.state})
 
     def on_status(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         conn.send({"t": "status", "req": req, **self.sup.status()})
@@ -187,24 +222,14 @@ class Requests:
         self.sup.request_stop(f"shutdown requested by pid {conn.pid}")
 
 
-def _modules(conn: ClientConnection, named: Any) -> tuple[ModuleCopy, ...]:
+def _modules(conn: ClientConnection, named: dict[str, str]) -> tuple[ModuleCopy, ...]:
     """The sources a submit names (module name -> sha), as this connection sent them."""
-    if not isinstance(named, dict):
-        raise TypeError("modules must map module names to source digests")
     out = []
     for name, sha in named.items():
         module = conn.modules.get(name)
         if module is None or module.sha != sha:
-            raise ValueError(f"module {name}: no source with this sha was sent on this connection "
+            raise BadRequest(f"module {name}: no source with this sha was sent on this connection "
                              "before the submit")
         out.append(module)
     return tuple(out)
 
-
-def _grace(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    if value < 0:
-        raise ValueError("a grace must be >= 0 seconds")
-    return value

@@ -36,7 +36,7 @@ def run(header: dict[str, Any], payload: bytes, is_cancelled, usercode: UserCode
     saved = _ProcessState.save()
     try:
         os.chdir(header.get("cwd") or saved.cwd)
-    except OSError:
+    except (OSError, TypeError, ValueError):
         pass  # the client's directory may not exist for the worker: stay where we are
     try:
         result = _dispatch(header, payload, usercode)

@@ -1,0 +1,132 @@
+"""Reading a request's header fields: each one checked for type and range before the
+daemon acts on it, so a malformed request gets an error naming the field, never
+an exception, a worker killed by a bad value, or a reply that cannot be encoded.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ..config import MAX_INT, parse_seconds
+
+MAX_TEXT = 4096        # a name, a path, one argument
+MAX_ITEMS = 65536      # arguments of one job, modules named by one submit
+MAX_JOB_REF = 64       # a job id or a prefix of one
+
+
+class BadRequest(ValueError):
+    """A field is missing, of the wrong type or out of range; the message names it."""
+
+
+def request_id(header: dict[str, Any]) -> int | None:
+    """``req``: an integer the client chose, echoed in the reply (absent for no reply)."""
+    req = header.get("req")
+    if req is None:
+        return None
+    if isinstance(req, bool) or not isinstance(req, int) or not 0 <= req <= MAX_INT:
+        raise BadRequest(f"req must be an integer from 0 to {MAX_INT}, not {_show(req)}")
+    return req
+
+
+def text(header: dict[str, Any], key: str, *, required: bool = False,
+         path: bool = False) -> str | None:
+    value = header.get(key)
+    if value is None:
+        if required:
+            raise BadRequest(f"{key} is required")
+        return None
+    return _text(key, value, path=path)
+
+
+def _text(key: str, value: Any, *, path: bool = False) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string, not {_show(value)}")
+    if len(value) > MAX_TEXT:
+        raise BadRequest(f"{key} is {len(value)} characters long, over the limit of {MAX_TEXT}")
+    if path and "\0" in value:
+        raise BadRequest(f"{key} contains a NUL character, which no path can")
+    return value
+
+
+def texts(header: dict[str, Any], key: str) -> list[str]:
+    """A list of strings (absent means empty)."""
+    value = header.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadRequest(f"{key} must be a list of strings, not {_show(value)}")
+    if len(value) > MAX_ITEMS:
+        raise BadRequest(f"{key} has {len(value)} items, over the limit of {MAX_ITEMS}")
+    return [_text(f"{key}[{i}]", item) for i, item in enumerate(value)]
+
+
+def mapping(header: dict[str, Any], key: str) -> dict[str, str]:
+    """An object of string values (absent means empty)."""
+    value = header.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{key} must be an object of strings, not {_show(value)}")
+    if len(value) > MAX_ITEMS:
+        raise BadRequest(f"{key} has {len(value)} entries, over the limit of {MAX_ITEMS}")
+    for name, item in value.items():
+        _text(f"{key} key", name)
+        _text(f"{key}[{name[:40]!r}]", item)
+    return value
+
+
+def integer(header: dict[str, Any], key: str, default: int, *, minimum: int = 0) -> int:
+    value = header.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INT:
+        raise BadRequest(f"{key} must be an integer from {minimum} to {MAX_INT}, not {_show(value)}")
+    return value
+
+
+def boolean(header: dict[str, Any], key: str, default: bool) -> bool:
+    value = header.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false, not {_show(value)}")
+    return value
+
+
+def choice(header: dict[str, Any], key: str, options: Iterable[str], default: str) -> str:
+    value = header.get(key)
+    if value is None:
+        return default
+    options = tuple(options)
+    if not isinstance(value, str) or value not in options:
+        raise BadRequest(f"{key} must be one of {', '.join(options)}, not {_show(value)}")
+    return value
+
+
+def seconds(header: dict[str, Any], key: str) -> float | None:
+    value = header.get(key)
+    if value is None:
+        return None
+    try:
+        return parse_seconds(value)
+    except ValueError as exc:
+        raise BadRequest(f"{key}: {exc}") from None
+
+
+def job_ref(header: dict[str, Any]) -> str:
+    """``job``: an id, or a unique prefix of one."""
+    value = header.get("job")
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"job must be a job id (a non-empty string), not {_show(value)}")
+    if len(value) > MAX_JOB_REF:
+        raise BadRequest(f"job is {len(value)} characters long: no job id is longer than "
+                         f"{MAX_JOB_REF}")
+    return value
+
+
+def _show(value: Any) -> str:
+    """A short description of a bad value for an error message (never the whole of it,
+    and never a walk through a deeply nested one)."""
+    if isinstance(value, (list, dict)):
+        return f"{'a list' if isinstance(value, list) else 'an object'} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{type(value).__name__} {text[:50]}..."
