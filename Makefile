@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test deps venv bench clean
+.PHONY: demo test deps venv bench fuzz clean
 
 # Debian packages systemd-python builds against (only when root and missing).
 deps:
@@ -27,6 +27,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The long fuzz run over the frame reader and the request handlers (tests/fuzz/); the short
+# one is part of `make test`. Inputs that found new coverage stay in tests/fuzz/corpus.
+FUZZ_RUNS ?= 1000000
+FUZZ_DIR  := tests/fuzz
+
+fuzz: $(STAMP)
+	mkdir -p $(FUZZ_DIR)/corpus $(FUZZ_DIR)/artifacts
+	$(BIN)/python $(FUZZ_DIR)/fuzz_requests.py -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_DIR)/artifacts/ $(FUZZ_DIR)/corpus
 
 # The benchmark's own environment: warmd from this checkout plus the peers it is measured
 # against. `make bench BENCH_ARGS=--quick` for a short run; see docs/benchmarks.md.

@@ -96,8 +96,13 @@ class Supervisor:
 
     # ---------------------------------------------------------------- lifecycle
 
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop this supervisor schedules its timers and tasks on (``run`` binds its own)."""
+        self._loop = loop
+
     async def run(self, on_listening: Callable[[], None] = lambda: None) -> int:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        self.bind_loop(loop)
         self._done = asyncio.Event()
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
         loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
