@@ -46,3 +46,9 @@ def exit_with(code):
 
 def pid():
     return os.getpid()
+
+
+def hang():
+    """A warm-up hook that never returns."""
+    import threading
+    threading.Event().wait()

@@ -222,3 +222,27 @@ def test_a_job_cannot_spoil_the_worker_for_the_next(make_daemon):
         assert "env None" in text          # environment restored, fd 1 and sys.stdout work again
         assert after.cancel() is True      # SIGINT interrupts again: the handler was restored
         assert after.finished.worker_pid == client.status()["workers"][0]["pid"]  # stayed warm
+
+
+def test_a_warm_up_that_hangs_fails_loudly(make_daemon):
+    d = make_daemon('[workers]\ncount = 1\nspares = 0\nwarmup_timeout = 1\n'
+                    '[warmup]\nhooks = ["helpers_jobs:hang"]\n')
+    with d.client() as client:
+        future = client.submit(helpers_jobs.add, 1, 2)  # waits for the one worker to warm up
+        with pytest.raises(warmd.RemoteError) as failed:
+            future.result(timeout=60)
+        events = list(future.events())
+        status = client.status()
+    # The waiting client heard which step the warm-up was on, then why it failed.
+    waits = [e for e in events if isinstance(e, warmd.Warming)]
+    assert waits and waits[-1].step == "hook helpers_jobs:hang"
+    assert future.finished.error["type"] == "WarmupError"
+    assert "did not finish within 1 s" in str(failed.value) + future.finished.error["message"]
+    assert "workers.warmup_timeout" in future.finished.error["message"]
+    # The daemon backs off instead of starting worker after worker, and says why.
+    assert "did not finish within 1 s (at hook helpers_jobs:hang)" in status["warmup_error"]
+    assert status["warmup_retry_in"] is not None
+    assert "retrying in 1 s" in d.log_text()
+    run = d.warmctl("exec", "-c", "print('never')")
+    # Refused while the daemon backs off (70), or failed by the next worker's timeout (1).
+    assert run.returncode in (1, 70) and "warmup_timeout" in run.stderr, run.stderr

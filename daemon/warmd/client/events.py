@@ -41,6 +41,16 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Warming:
+    """The job waits for a worker to warm up: the step running now and the seconds so far."""
+    job: str
+    seq: int
+    step: str
+    seconds: float
+    worker_pid: int | None = None
+
+
+@dataclass(frozen=True)
 class StateChange:
     job: str
     seq: int
@@ -69,7 +79,7 @@ class Finished:
         return self.info.get("token")
 
 
-Event = Union[Output, Log, Progress, StateChange]
+Event = Union[Output, Log, Progress, StateChange, Warming]
 
 
 def from_frame(frame: Frame) -> Event | Finished | None:
@@ -86,6 +96,9 @@ def from_frame(frame: Frame) -> Event | Finished | None:
         return Log(job, seq, int(h.get("level") or 0), str(h.get("name") or ""), str(h.get("message") or ""))
     if kind == "progress":
         return Progress(job, seq, h.get("done") or 0, h.get("total"), str(h.get("message") or ""))
+    if kind == "warmup":
+        return Warming(job, seq, str(h.get("step") or ""), float(h.get("seconds") or 0),
+                       h.get("worker_pid"))
     if kind == "state":
         return StateChange(job, seq, h.get("state", ""), h.get("worker_pid"), h.get("device"))
     return None

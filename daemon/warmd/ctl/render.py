@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..client.events import Event, Finished, Log, Output, Progress
+from ..client.events import Event, Finished, Log, Output, Progress, Warming
 
 
 class JobPrinter:
@@ -19,6 +19,7 @@ class JobPrinter:
         self.err = err
         self.bar_shown = False
         self.tty = err.isatty()
+        self.warm_step: str | None = None
 
     def show(self, event: Event) -> None:
         if isinstance(event, Output):
@@ -30,6 +31,15 @@ class JobPrinter:
             self._clear_bar()
             self.err.write(f"{logging.getLevelName(event.level)}:{event.name}:{event.message}\n")
             self.err.flush()
+        elif isinstance(event, Warming):
+            line = f"warmctl: waiting for a worker to warm up: {event.step} ({event.seconds:.0f} s so far)"
+            if self.tty:
+                self.err.write("\r" + line[: max(1, shutil.get_terminal_size().columns - 1)])
+                self.bar_shown = True
+            elif event.step != self.warm_step:  # a log gets one line per step, not per tick
+                self.err.write(line + "\n")
+            self.err.flush()
+            self.warm_step = event.step
         elif isinstance(event, Progress) and self.tty:
             self.err.write("\r" + progress_bar(event, shutil.get_terminal_size().columns))
             self.err.flush()

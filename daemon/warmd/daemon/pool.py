@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,8 @@ class WorkerProcess:
     cancel_fd: int | None = None   # write end of the pipe that names jobs to cancel (see supervisor)
     held: Job | None = None        # sent to run after ``job``; still queued as far as clients know
     skipping: set[str] = field(default_factory=set)  # held jobs cancelled before they started
+    spawned: float = field(default_factory=time.monotonic)
+    warmup_step: str | None = None  # the warm-up step running now, as the worker last said
 
     @property
     def pid(self) -> int:
@@ -80,6 +83,7 @@ class WorkerProcess:
                 "device": self.device, "token": self.token, "jobs_run": self.jobs_run,
                 "job": self.job.id if self.job else None, "held": self.held.id if self.held else None,
                 "warmup_seconds": self.warmup_seconds,
+                "warmup_step": self.warmup_step if self.state == WorkerState.STARTING else None,
                 "warmup_steps": self.warmup_steps, "rss": self.rss(), "error": self.error,
                 **self.extra}
 

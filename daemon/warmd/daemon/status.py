@@ -25,8 +25,16 @@ def build(sup: "Supervisor") -> dict[str, Any]:
         "workers": [w.describe() for w in sorted(sup.workers.values(), key=lambda w: w.slot)],
         "jobs": sup.jobs.counts(),
         "warmup_error": sup.warmup_error,
+        "warmup_retry_in": retry_in(sup),
         "summary": summary_line(sup),
     }
+
+
+def retry_in(sup: "Supervisor") -> float | None:
+    """Seconds until the pool tries warm-up again after failures (None when not backing off)."""
+    if not sup.warmup_error:
+        return None
+    return round(max(0.0, sup.retry_at - time.monotonic()), 1)
 
 
 def summary_line(sup: "Supervisor") -> str:
@@ -43,5 +51,7 @@ def summary_line(sup: "Supervisor") -> str:
         parts.append(f"{warming} warming")
     parts += [f"{counts['running']} running", f"{counts['queued']} queued", f"{counts['done']} done"]
     if sup.warmup_error:
-        parts.append(f"warm-up failing: {sup.warmup_error}")
+        wait = retry_in(sup)
+        parts.append(f"warm-up failing: {sup.warmup_error}"
+                     + (f"; retrying in {wait:.0f} s" if wait else ""))
     return ", ".join(parts)

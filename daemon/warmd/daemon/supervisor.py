@@ -33,6 +33,7 @@ from .notify import Notifier
 from .placement import Placement
 from .pool import LIVE, WorkerProcess, WorkerState
 from .requests import CANCEL_STAGES, Requests
+from .warmnotice import INTERVAL as NOTICE_INTERVAL, waiting_notice
 
 log = logging.getLogger("warmd")
 
@@ -91,6 +92,7 @@ class Supervisor:
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._expiry_when: float | None = None
         self._idle_task: asyncio.Task | None = None
+        self._notice_handle: asyncio.TimerHandle | None = None
         self.ledger = Ledger.beside(listener.path)  # running jobs, for the next daemon after a crash
         self.batch = WriteBatch(self.ledger)  # what one read makes us write, written together
 
@@ -247,10 +249,26 @@ class Supervisor:
 
     def _warmup_deadline(self, worker: WorkerProcess) -> None:
         if worker.state == WorkerState.STARTING and not worker.reaped:
-            worker.error = (f"warm-up did not finish within {self.config['workers']['warmup_timeout']:g} s "
-                            "(workers.warmup_timeout)")
+            step = f" (at {worker.warmup_step})" if worker.warmup_step else ""
+            worker.error = (f"warm-up did not finish within {self.config['workers']['warmup_timeout']:g} s"
+                            f"{step} (workers.warmup_timeout)")
             log.error("worker pid %d: %s", worker.pid, worker.error, extra={"WORKER_PID": worker.pid})
-            self.kill_worker(worker)
+            # Still STARTING when it is reaped: a warm-up that timed out is a warm-up that failed
+            # (backoff, the error in status, waiting clients told), not a worker we stopped.
+            proctree.signal_group(worker.pgid, signal.SIGKILL)
+
+    def tell_waiting(self) -> None:
+        """Tell queued jobs that can only wait for warm-up which step runs and for how long;
+        again every few seconds while that lasts."""
+        if self._notice_handle is not None:
+            self._notice_handle.cancel()
+            self._notice_handle = None
+        notice = waiting_notice(self.workers.values()) if self.jobs.queue and not self.stopping else None
+        if notice is None:
+            return
+        for job in self.jobs.queue:
+            self.job_event(job, notice)
+        self._notice_handle = self._loop.call_later(NOTICE_INTERVAL, self.tell_waiting)
 
     def worker_frame(self, worker: WorkerProcess, frame: Frame) -> None:
         kind = frame.type
@@ -277,6 +295,12 @@ class Supervisor:
             worker.skipping.discard(frame.get("job"))  # cancelled before it started: answered
         elif kind == "done" and job is not None and frame.get("job") == job.id:
             self.worker_finished_job(worker, frame)
+        elif kind == "warming" and worker.state == WorkerState.STARTING:
+            step = frame.get("step")
+            worker.warmup_step = step[:200] if isinstance(step, str) else None
+            self.tell_waiting()
+        elif kind == "ready" and worker.error is not None:
+            pass  # it timed out and is being killed: it runs nothing
         elif kind == "ready":
             worker.state = WorkerState.IDLE
             worker.token = frame.get("token")
@@ -723,6 +747,10 @@ class Supervisor:
         self.dispatch()
         if job.state == QUEUED:
             self.ledger.queued(job)
+            if self._notice_handle is None:
+                self.tell_waiting()
+            elif (notice := waiting_notice(self.workers.values())) is not None:
+                self.job_event(job, notice)  # the others hear at the next tick; this one now
         return job
 
     def no_worker_message(self) -> str:

@@ -37,8 +37,10 @@ _KERNEL_SUM = _KERNEL_N * (_KERNEL_N - 1) // 2
 class GpuWorker:
     """The cupy side of one worker: warm-up steps, then ``job_started``/``job_finished`` per job."""
 
-    def __init__(self, device: int, options: dict[str, Any]) -> None:
+    def __init__(self, device: int, options: dict[str, Any],
+                 on_step: Callable[[str], None] = lambda label: None) -> None:
         self.device = device
+        self.on_step = on_step
         self.limit = options.get("gpu_memory_limit") or 0
         self.policy = str(options.get("gpu_memory_policy") or "keep")
         self.recycle_bytes = int(options.get("gpu_recycle_bytes") or 0)
@@ -96,6 +98,7 @@ class GpuWorker:
             raise RuntimeError(f"the device computed {got} for a sum that is {_KERNEL_SUM}")
 
     def _step(self, label: str, fn: Callable[[], Any]) -> Any:
+        self.on_step(label)
         start = time.perf_counter()
         try:
             value = fn()
@@ -207,8 +210,9 @@ class GpuWorker:
         return None
 
 
-def warm_up(device: int, options: dict[str, Any]) -> GpuWorker:
+def warm_up(device: int, options: dict[str, Any],
+            on_step: Callable[[str], None] = lambda label: None) -> GpuWorker:
     """Start GPU support for a worker pinned to ``device``; raises WarmupFailed."""
-    gpu = GpuWorker(device, options)
+    gpu = GpuWorker(device, options, on_step)
     gpu.warm_up()
     return gpu

@@ -132,11 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     runtime.install(context)
 
     started = time.perf_counter()
+
+    def on_step(label: str) -> None:  # the daemon tells clients waiting for a warm worker
+        pump.flush_then_send({"t": "warming", "step": label})
+
     try:
         # A GPU worker readies its device first, so hooks compile kernels on it, under its limit.
-        gpu = _start_gpu(device, setup.header) if device is not None else None
+        gpu = _start_gpu(device, setup.header, on_step) if device is not None else None
         steps = (gpu.steps if gpu else []) + run_steps(list(setup.get("imports", [])),
-                                                       list(setup.get("hooks", [])))
+                                                       list(setup.get("hooks", [])), on_step)
     except WarmupFailed as exc:
         pump.flush_then_send({"t": "warmup_failed", "step": exc.step, "error": exc.error,
                               "traceback": exc.traceback})
@@ -196,10 +200,10 @@ def _skipped(job_id: str) -> dict[str, Any]:
     return {**outcome.header(), "job": job_id}
 
 
-def _start_gpu(device: int, options: dict[str, Any]) -> Any:
+def _start_gpu(device: int, options: dict[str, Any], on_step) -> Any:
     # Imported here: only a worker pinned to a device loads cupy.
     from ..gpu.worker import warm_up
-    return warm_up(device, options)
+    return warm_up(device, options, on_step)
 
 
 def _watch_daemon(sock: socket.socket) -> None:

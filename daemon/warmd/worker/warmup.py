@@ -5,6 +5,13 @@ import importlib
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Callable
+
+StepStarted = Callable[[str], None]  # told each step's label as it starts
+
+
+def _quiet(label: str) -> None:
+    pass
 
 
 @dataclass
@@ -14,13 +21,13 @@ class WarmupFailed(Exception):
     traceback: str
 
 
-def run_steps(imports: list[str], hooks: list[str]) -> list[dict]:
+def run_steps(imports: list[str], hooks: list[str], on_step: StepStarted = _quiet) -> list[dict]:
     """Run every step in order and time it; raise WarmupFailed naming the step that broke."""
     steps = []
     for name in imports:
-        steps.append(_timed(f"import {name}", lambda name=name: importlib.import_module(name)))
+        steps.append(timed(f"import {name}", lambda name=name: importlib.import_module(name), on_step))
     for hook in hooks:
-        steps.append(_timed(f"hook {hook}", lambda hook=hook: _call_hook(hook)))
+        steps.append(timed(f"hook {hook}", lambda hook=hook: _call_hook(hook), on_step))
     return steps
 
 
@@ -32,7 +39,8 @@ def _call_hook(spec: str) -> None:
     target()
 
 
-def _timed(label: str, fn) -> dict:
+def timed(label: str, fn, on_step: StepStarted = _quiet) -> dict:
+    on_step(label)
     start = time.perf_counter()
     try:
         fn()
