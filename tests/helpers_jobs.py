@@ -52,3 +52,21 @@ def hang():
     """A warm-up hook that never returns."""
     import threading
     threading.Event().wait()
+
+
+def shared_memory_and_pool(n):
+    """Shared memory and a forkserver process pool, as image pipelines use them, and a
+    process left running: the job's own, which must die when the job ends."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context, resource_tracker, shared_memory
+
+    shm = shared_memory.SharedMemory(create=True, size=1 << 16)
+    try:
+        shm.buf[:4] = b"warm"
+        with ProcessPoolExecutor(2, mp_context=get_context("forkserver")) as pool:
+            total = sum(pool.map(abs, range(-n, n)))
+    finally:
+        shm.close()
+        shm.unlink()
+    leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    return total, leftover.pid, resource_tracker._resource_tracker._pid

@@ -15,6 +15,7 @@ import warmd
 from warmd.client.events import Output
 
 import helpers_cancel
+import helpers_jobs
 
 FAST = "[cancel]\ninterrupt_grace = 0.3\nterminate_grace = 0.3\n"
 
@@ -322,3 +323,22 @@ def test_stopping_the_daemon_cancels_a_held_job(make_daemon):
         wait([running, held], timeout=30)
         assert running.cancelled() and held.cancelled()
     assert d.proc.wait(timeout=30) == 0
+
+
+def test_the_sweep_spares_the_interpreters_helpers_and_kills_the_jobs_processes(make_daemon):
+    d = make_daemon("[workers]\ncount = 1\nspares = 0\n")
+    trackers, stderr = set(), []
+    with d.client() as client:
+        for _ in range(20):
+            future = client.submit(helpers_jobs.shared_memory_and_pool, 50)
+            total, leftover, tracker = future.result(timeout=60)
+            assert total == sum(abs(i) for i in range(-50, 50))
+            assert future.finished.info["leftovers_killed"] >= 1
+            assert not psutil.pid_exists(leftover) or psutil.Process(leftover).status() == "zombie"
+            trackers.add(tracker)
+            stderr.append(future.output("stderr"))
+        workers = {w["pid"] for w in client.status()["workers"]}
+    assert len(workers) == 1  # one worker ran all twenty
+    text = "".join(stderr)
+    assert "resource_tracker" not in text and "KeyError" not in text, text
+    assert len(trackers) == 1  # the same tracker served every job

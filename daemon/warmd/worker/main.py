@@ -30,6 +30,7 @@ from ..channel import Channel
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame
 from . import execute
 from .capture import OutputPump
+from .helpers import interpreter_helpers
 from .usercode import UserCode, warm_modules
 from .warmup import WarmupFailed, run_steps
 
@@ -242,7 +243,7 @@ def run_job(header: dict[str, Any], payload: bytes, context: WorkerContext,
         outcome = execute.Outcome("cancelled", 130, {"type": "KeyboardInterrupt",
                                                      "message": "job cancelled", "traceback": ""})
     # No job process outlives its job: kill what it left behind, escaped ones included.
-    leftovers = proctree.kill_descendants(spare) if proctree.has_children() else 0
+    leftovers = proctree.kill_descendants(spare | interpreter_helpers()) if proctree.has_children() else 0
     # Undo what the job may have changed in how this worker is reached and cancelled.
     signal.signal(signal.SIGINT, context.on_sigint)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
