@@ -225,7 +225,7 @@ def test_a_job_cannot_spoil_the_worker_for_the_next(make_daemon):
 
 
 def test_a_warm_up_that_hangs_fails_loudly(make_daemon):
-    d = make_daemon('[workers]\ncount = 1\nspares = 0\nwarmup_timeout = 1\n'
+    d = make_daemon('[workers]\ncount = 1\nspares = 0\nwarmup_timeout = 2\n'
                     '[warmup]\nhooks = ["helpers_jobs:hang"]\n')
     with d.client() as client:
         future = client.submit(helpers_jobs.add, 1, 2)  # waits for the one worker to warm up
@@ -237,10 +237,10 @@ def test_a_warm_up_that_hangs_fails_loudly(make_daemon):
     waits = [e for e in events if isinstance(e, warmd.Warming)]
     assert waits and waits[-1].step == "hook helpers_jobs:hang"
     assert future.finished.error["type"] == "WarmupError"
-    assert "did not finish within 1 s" in str(failed.value) + future.finished.error["message"]
+    assert "did not finish within 2 s" in str(failed.value) + future.finished.error["message"]
     assert "workers.warmup_timeout" in future.finished.error["message"]
     # The daemon backs off instead of starting worker after worker, and says why.
-    assert "did not finish within 1 s (at hook helpers_jobs:hang)" in status["warmup_error"]
+    assert "did not finish within 2 s (at hook helpers_jobs:hang)" in status["warmup_error"]
     assert status["warmup_retry_in"] is not None
     assert "retrying in 1 s" in d.log_text()
     run = d.warmctl("exec", "-c", "print('never')")

@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import signal
 import textwrap
 
 import pytest
@@ -331,3 +332,31 @@ def test_a_clean_stop_removes_the_socket_and_the_ledger(daemon):
     assert daemon.proc.returncode == 0
     leftovers = [p.name for p in daemon.socket.parent.iterdir() if p.name != "warmd.sock.lock"]
     assert leftovers == []
+
+
+def test_a_daemon_crash_is_reported_as_lost_jobs_not_as_jobs_to_re_attach(make_daemon):
+    d = make_daemon("[workers]\ncount = 2\n")
+    code = "import time\nprint('running', flush=True)\ntime.sleep(300)"
+    follower = subprocess.Popen([sys.executable, "-m", "warmd.ctl", "--socket", str(d.socket),
+                                 "--no-autostart", "exec", "-c", code],
+                                env=d.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with d.client() as client:
+        future = client.run_code(code)
+        job_id = future.job_id
+        for event in future.events():
+            if getattr(event, "text", "").startswith("running"):
+                break
+        assert follower.stdout.readline() == "running\n"
+        os.kill(d.pid, signal.SIGKILL)
+        with pytest.raises(warmd.JobLost) as lost:
+            future.result(timeout=60)
+    assert "lost" in str(lost.value) and "re-attach" not in str(lost.value)
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 125, err
+    assert "is lost" in err and "re-attach" not in err
+    # The next daemon on the socket knows the job from the ledger, and wait says what happened.
+    d.proc.wait(30)
+    d.start()
+    waited = d.warmctl("wait", job_id)
+    assert waited.returncode == 125
+    assert "lost" in waited.stderr and "restarted" in waited.stderr

@@ -123,6 +123,7 @@ class AsyncClient:
         self._jobs: dict[str, list[AsyncJob]] = {}
         self._accepted: dict[int, AsyncJob] = {}  # req -> job made when its reply was routed
         self._broken: BaseException | None = None
+        self._closing = False
 
     async def connect(self) -> "AsyncClient":
         loop = asyncio.get_running_loop()
@@ -142,6 +143,7 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        self._closing = True
         if self._transport is not None:
             self._transport.close()
             self._transport = None
@@ -183,9 +185,15 @@ class AsyncClient:
             if not waiter.done():
                 waiter.set_exception(error)
         self._requests.clear()
-        for jobs in self._jobs.values():
+        for job_id, jobs in self._jobs.items():
+            if self._closing:
+                why = self._core.closed_while_following(job_id)
+            elif isinstance(error, WarmdError) and not isinstance(error, DaemonUnavailable):
+                why = error
+            else:
+                why = self._core.job_lost(job_id)
             for job in jobs:
-                job._fail(error)
+                job._fail(why)
         self._jobs.clear()
 
     # -- requests

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from ..config import parse_seconds
-from ..errors import (AmbiguousJob, DaemonUnavailable, FrameTooLarge, ProtocolError, RequestFailed,
-                      UnknownJob, VersionMismatch)
+from ..errors import (AmbiguousJob, DaemonUnavailable, FrameTooLarge, JobLost, ProtocolError,
+                      RequestFailed, UnknownJob, VersionMismatch, WarmdError)
 from ..protocol import (DEFAULT_MAX_PAYLOAD, E_AMBIGUOUS_JOB, E_DENIED, E_UNKNOWN_JOB, E_VERSION, Frame,
                         FrameReader, encode, hello)
 from .events import Event, Finished, from_frame
@@ -90,12 +90,27 @@ class ClientCore:
         return out
 
     def eof(self) -> Exception:
-        """The error to give every waiter when the daemon closes the connection."""
+        """The error to give every pending request when the daemon closes the connection."""
         if self.welcome is None:
             return DaemonUnavailable("the daemon closed the connection during the handshake "
                                      "(it may be stopping); try again")
-        return DaemonUnavailable("the daemon closed the connection (it stopped or restarted); "
-                                 "jobs keep running there: re-attach with 'warmctl attach JOB'")
+        return DaemonUnavailable(f"the daemon (pid {self.welcome.get('pid')}) went away: it crashed, "
+                                 "was killed or stopped; a new one starts on the next connection")
+
+    def job_lost(self, job_id: str) -> JobLost:
+        """What a job this connection followed became when the daemon went away without
+        ending it: a daemon that stops ends (cancels) its jobs first, so only a crash or a
+        kill leaves one unended, and its workers die with it."""
+        pid = self.welcome.get("pid") if self.welcome is not None else "?"
+        return JobLost(job_id, f"job {job_id} is lost: the daemon (pid {pid}) went away while it was "
+                               "queued or running, and its workers stopped with it; its result and "
+                               "the rest of its output are gone. Submit it again")
+
+    @staticmethod
+    def closed_while_following(job_id: str) -> WarmdError:
+        return WarmdError(f"this client was closed while it followed job {job_id}; the job goes on "
+                          f"in the daemon: re-attach with attach({job_id!r}) or 'warmctl attach "
+                          f"{job_id}'")
 
 
 def cancel_fields(job_id: str, mode: str, interrupt_grace: float | None,

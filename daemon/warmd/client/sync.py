@@ -194,8 +194,18 @@ class Client(concurrent.futures.Executor):
             error = exc if isinstance(exc, WarmdError) else DaemonUnavailable(f"connection to warmd lost: {exc}")
         with self._lock:
             self._broken = error
-            waiting = list(self._requests.values()) + [f for fs in self._jobs.values() for f in fs]
+            followed = [(job_id, f) for job_id, fs in self._jobs.items() for f in fs]
+            waiting = list(self._requests.values())
             self._requests.clear()
+            closed = self._closed
+        clean_end = not isinstance(error, WarmdError) or isinstance(error, DaemonUnavailable)
+        for job_id, future in followed:
+            if future.done():
+                continue
+            if closed:
+                future._fail(self._core.closed_while_following(job_id))
+            else:
+                future._fail(self._core.job_lost(job_id) if clean_end else error)
         for w in waiting:
             if isinstance(w, JobFuture):
                 if not w.done():

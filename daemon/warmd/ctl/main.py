@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 from .._version import __version__
 from ..paths import SOCKET_HELP
-from ..errors import (AmbiguousJob, DaemonUnavailable, ProtocolError, RequestFailed, UnknownJob,
-                      UnsafePath, VersionMismatch, WarmdError)
+from ..errors import (AmbiguousJob, DaemonUnavailable, JobLost, ProtocolError, RequestFailed,
+                      UnknownJob, UnsafePath, VersionMismatch, WarmdError)
 from . import exitcodes, render
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exitcodes.NO_SUCH_JOB, exc)
     except AmbiguousJob as exc:
         return _fail(exitcodes.USAGE, exc)
+    except JobLost as exc:
+        return _fail(exitcodes.JOB_LOST, exc)
     except VersionMismatch as exc:
         return _fail(exitcodes.PROTOCOL, exc)
     except ProtocolError as exc:
@@ -200,6 +202,8 @@ def cmd_wait(args: argparse.Namespace) -> int:
     if args.json:
         _dump({"job": end.job, "state": end.state, "exit_status": end.exit_status, "error": end.error,
                **end.info})
+    elif end.state != "succeeded":
+        render.JobPrinter().finish(end)  # say what happened: the status alone does not
     return exit_status(end)
 
 
@@ -294,6 +298,8 @@ def follow(client: Any, future: Any) -> int:
         signal.signal(signal.SIGINT, previous)
         requests.put(None)
     end = future.finished
+    if end is None:  # the connection ended first: JobLost when the daemon went away
+        future.result()
     printer.finish(end)
     return exit_status(end)
 

@@ -33,7 +33,7 @@ from .notify import Notifier
 from .placement import Placement
 from .pool import LIVE, WorkerProcess, WorkerState
 from .requests import CANCEL_STAGES, Requests
-from .warmnotice import INTERVAL as NOTICE_INTERVAL, waiting_notice
+from . import warmnotice
 
 log = logging.getLogger("warmd")
 
@@ -263,12 +263,21 @@ class Supervisor:
         if self._notice_handle is not None:
             self._notice_handle.cancel()
             self._notice_handle = None
-        notice = waiting_notice(self.workers.values()) if self.jobs.queue and not self.stopping else None
+        notice = self._waiting_notice()
         if notice is None:
             return
-        for job in self.jobs.queue:
-            self.job_event(job, notice)
-        self._notice_handle = self._loop.call_later(NOTICE_INTERVAL, self.tell_waiting)
+        if notice["seconds"] >= warmnotice.AFTER:
+            for job in self.jobs.queue:
+                self.job_event(job, notice)
+            delay = warmnotice.INTERVAL
+        else:
+            delay = warmnotice.AFTER - notice["seconds"]
+        self._notice_handle = self._loop.call_later(delay, self.tell_waiting)
+
+    def _waiting_notice(self) -> dict[str, Any] | None:
+        if not self.jobs.queue or self.stopping:
+            return None
+        return warmnotice.waiting_notice(self.workers.values())
 
     def worker_frame(self, worker: WorkerProcess, frame: Frame) -> None:
         kind = frame.type
@@ -749,7 +758,7 @@ class Supervisor:
             self.ledger.queued(job)
             if self._notice_handle is None:
                 self.tell_waiting()
-            elif (notice := waiting_notice(self.workers.values())) is not None:
+            elif (notice := self._waiting_notice()) and notice["seconds"] >= warmnotice.AFTER:
                 self.job_event(job, notice)  # the others hear at the next tick; this one now
         return job
 

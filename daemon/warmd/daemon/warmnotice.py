@@ -2,7 +2,8 @@
 
 A warm-up can take minutes (imports, a registry build, a CUDA context). A client
 whose job waits behind it hears, as events in the job's stream, each step as it
-starts and every few seconds in between, so a hang looks like one.
+starts and every few seconds in between, so a hang looks like one; a warm-up
+that ends within a second goes unmentioned.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from .pool import WorkerProcess, WorkerState
 
 INTERVAL = 5.0  # seconds between notices while nothing changes
+AFTER = 1.0     # a warm-up shorter than this is not worth a word
 
 
 def waiting_notice(workers: Iterable[WorkerProcess], now: float | None = None) -> dict[str, Any] | None:
