@@ -152,7 +152,7 @@ def test_a_header_nested_too_deeply_gets_an_error_frame(daemon):
         s.connect(str(daemon.socket))
         s.settimeout(30)
         s.sendall(encode(hello("test", os.getpid())))
-        s.sendall(bytes([2, 0]) + len(deep).to_bytes(2, "big") + (0).to_bytes(4, "big") + deep)
+        s.sendall(PREFIX.pack(PROTOCOL_VERSION, 0, len(deep), 0) + deep)
         reader, frames = FrameReader(), []
         while (data := s.recv(65536)):
             reader.receive_data(data)

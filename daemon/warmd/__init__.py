@@ -23,19 +23,19 @@ from .errors import (DaemonUnavailable, FrameTooLarge, JobExit, JobLost, RemoteE
 from .runtime import cancelled, device, job_id, progress, xp
 
 if TYPE_CHECKING:
-    from .client.events import Finished, Log, Output, Progress, StateChange, Warming
+    from .client.events import Finished, Gap, Log, Output, Progress, StateChange, Warming
     from .client.outcome import JobCancelled
     from .client.sync import Client, JobFuture
 
 __all__ = ["Client", "JobFuture", "JobCancelled", "JobExit", "JobLost", "RemoteError",
            "RequestFailed", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
            "FrameTooLarge",
-           "Output", "Log", "Progress", "StateChange", "Warming", "Finished",
+           "Output", "Log", "Progress", "StateChange", "Warming", "Gap", "Finished",
            "progress", "cancelled", "device", "xp", "job_id", "__version__"]
 
 _LAZY = {"Client": "client.sync", "JobFuture": "client.sync", "JobCancelled": "client.outcome",
          "Output": "client.events", "Log": "client.events", "Progress": "client.events",
-         "StateChange": "client.events", "Warming": "client.events", "Finished": "client.events"}
+         "StateChange": "client.events", "Warming": "client.events", "Gap": "client.events", "Finished": "client.events"}
 
 
 def __getattr__(name: str) -> Any:

@@ -148,6 +148,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "result_ttl": (parse_seconds, 3600.0),
         "idle_exit": (parse_seconds, 0.0),
         "max_frame": (parse_frame_size, 256 * 1024**2),
+        "replay_max_bytes": (parse_size, 4 * 1024**2),
         "log_level": (_log_level, "info"),
     },
     "workers": {

@@ -51,6 +51,19 @@ class Warming:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """Events of the job this client will not get: dropped from the daemon's replay (which
+    keeps the last ``kept_bytes``) before this client read them. ``missed_bytes`` counts
+    their output (None when unknown); ``where`` names where the whole output is, if anywhere."""
+    job: str
+    seq: int
+    missed_events: int
+    missed_bytes: int | None
+    kept_bytes: int
+    where: str | None
+
+
+@dataclass(frozen=True)
 class StateChange:
     job: str
     seq: int
@@ -79,7 +92,7 @@ class Finished:
         return self.info.get("token")
 
 
-Event = Union[Output, Log, Progress, StateChange, Warming]
+Event = Union[Output, Log, Progress, StateChange, Warming, Gap]
 
 
 def from_frame(frame: Frame) -> Event | Finished | None:
@@ -96,6 +109,9 @@ def from_frame(frame: Frame) -> Event | Finished | None:
         return Log(job, seq, int(h.get("level") or 0), str(h.get("name") or ""), str(h.get("message") or ""))
     if kind == "progress":
         return Progress(job, seq, h.get("done") or 0, h.get("total"), str(h.get("message") or ""))
+    if kind == "gap":
+        return Gap(job, seq, int(h.get("missed_events") or 0), h.get("missed_bytes"),
+                   int(h.get("kept_bytes") or 0), h.get("where"))
     if kind == "warmup":
         return Warming(job, seq, str(h.get("step") or ""), float(h.get("seconds") or 0),
                        h.get("worker_pid"))

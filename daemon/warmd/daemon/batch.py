@@ -21,6 +21,7 @@ class WriteBatch:
         self.ledger = ledger
         self.active = False
         self._held: dict["ClientConnection", list[bytes]] = {}
+        self._sizes: dict["ClientConnection", int] = {}
 
     def begin(self) -> None:
         self.active = True
@@ -28,12 +29,17 @@ class WriteBatch:
 
     def hold(self, conn: "ClientConnection", data: bytes) -> None:
         self._held.setdefault(conn, []).append(data)
+        self._sizes[conn] = self._sizes.get(conn, 0) + len(data)
+
+    def held_bytes(self, conn: "ClientConnection") -> int:
+        return self._sizes.get(conn, 0)
 
     def release(self, conn: "ClientConnection") -> bytes:
         """Take back what is held for ``conn``, which is closing: the ledger goes first."""
         if conn not in self._held:
             return b""
         self.ledger.flush(keep_holding=True)
+        self._sizes.pop(conn, None)
         return b"".join(self._held.pop(conn))
 
     def end(self) -> None:
@@ -44,6 +50,7 @@ class WriteBatch:
         if ledger_first:
             self.ledger.flush()
         held, self._held = self._held, {}
+        self._sizes = {}
         for conn, chunks in held.items():
             conn.write(b"".join(chunks))
         if not ledger_first:

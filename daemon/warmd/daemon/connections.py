@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("warmd")
 
 _LINGER = 5.0  # seconds a refused peer gets to read our error before we close
+# What a client's unread replies and events may take in the daemon before it stops
+# sending to it (and reading its requests) until it reads: see daemon.streams.
+HIGH_WATER = 1 << 20
 
 
 class ClientConnection(BufferedReceiver):
@@ -31,10 +34,13 @@ class ClientConnection(BufferedReceiver):
         self.closed = False
         self.accepted = False
         self.modules: dict[str, ModuleCopy] = {}  # by module name: the latest source it sent
+        self.paused = False                   # its socket buffer is over HIGH_WATER
+        self.lagging: set[Any] = set()        # jobs whose stream it has fallen behind on
         self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=HIGH_WATER)  # type: ignore[attr-defined]
         pid, uid, _ = peer_credentials(transport.get_extra_info("socket"))
         self.pid = pid
         if uid != os.getuid():
@@ -50,10 +56,22 @@ class ClientConnection(BufferedReceiver):
         if self.closed:
             return
         self.reader.receive_data(data)
+        self._handle_frames()
+
+    def _handle_frames(self) -> None:
+        """Handle the complete frames received, until the replies would pass HIGH_WATER: the
+        rest waits, in the reader, for the client to read what it asked for."""
         batch = self.supervisor.batch
         batch.begin()
+        stopped = False
         try:
-            while not self.closed and (frame := self.reader.next_frame()) is not None:
+            while not self.closed:
+                if self.paused or batch.held_bytes(self) >= HIGH_WATER:
+                    stopped = True
+                    break
+                frame = self.reader.next_frame()
+                if frame is None:
+                    break
                 self.supervisor.requests.handle(self, frame)
         except VersionMismatch as exc:
             self.fail(E_VERSION, str(exc))
@@ -63,6 +81,27 @@ class ClientConnection(BufferedReceiver):
             self.fail(code, str(exc))
         finally:
             batch.end()
+        if stopped and not self.paused and not self.closed:
+            self.supervisor.soon(self._handle_frames)  # the batch went out and found room
+
+    def held_back(self) -> bool:
+        """Whether the daemon should hold this client's stream back for now."""
+        return self.paused
+
+    def pause_writing(self) -> None:
+        # Over HIGH_WATER: stop sending it job events (they wait in the jobs' replays) and
+        # stop reading its requests, whose replies would pile up the same way.
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.closed or self.transport is None:
+            return
+        self.transport.resume_reading()
+        self.supervisor.catch_up(self)
+        self._handle_frames()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger is not None:

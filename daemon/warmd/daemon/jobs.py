@@ -1,7 +1,8 @@
 """Jobs as the daemon sees them, and the table that queues and retains them.
 
 The daemon never looks inside a job's payload or result: both stay bytes.
-Output events are kept pre-encoded so a late ``attach`` replays them verbatim.
+Output events are kept pre-encoded, within a byte budget, so a late ``attach``
+replays them verbatim (see ``streams``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Callable
 
 from ..protocol import encode
 from .jobids import JobIds
+from .streams import DEFAULT_REPLAY_BYTES, Cursor, Replay
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = (
     "queued", "running", "succeeded", "failed", "cancelled", "lost")
@@ -41,24 +43,30 @@ class Job:
     started: float | None = None
     finished: float | None = None
     worker_pid: int | None = None
-    events: list[bytes] = field(default_factory=list)   # encoded "event" frames, seq = index + 1
+    replay_limit: int = DEFAULT_REPLAY_BYTES
     done_frame: bytes | None = None
     done_header: dict[str, Any] | None = None
-    subscribers: set[Any] = field(default_factory=set)  # connections streaming events
+    subscribers: dict[Any, Cursor] = field(default_factory=dict)  # connections streaming events
     waiters: set[Any] = field(default_factory=set)      # connections wanting only "done"
     modules: tuple[ModuleCopy, ...] = ()                # sources the worker needs before the run
     cancel: Any = None                                  # daemon.cancel.Cancellation while cancelling
     fetched: bool = False
-    stored_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        self.replay = Replay(self.replay_limit)
 
     @property
     def finished_state(self) -> bool:
         return self.state in FINAL_STATES
 
+    @property
+    def stored_bytes(self) -> int:
+        """What the daemon holds for this job: its kept events and its end (with the result)."""
+        return self.replay.bytes + len(self.done_frame or b"")
+
     def add_event(self, fields: dict[str, Any], payload: bytes = b"") -> bytes:
-        frame = encode({"t": "event", "job": self.id, "seq": len(self.events) + 1, **fields}, payload)
-        self.events.append(frame)
-        self.stored_bytes += len(frame)
+        frame = encode({"t": "event", "job": self.id, "seq": self.replay.last + 1, **fields}, payload)
+        self.replay.add(frame, len(payload))
         return frame
 
     def finish(self, header: dict[str, Any], payload: bytes = b"") -> bytes:
@@ -70,7 +78,6 @@ class Job:
                             "submitted": self.submitted, "started": self.started,
                             "finished": self.finished, **header}
         self.done_frame = encode(self.done_header, payload)
-        self.stored_bytes += len(self.done_frame)
         return self.done_frame
 
     def summary(self) -> dict[str, Any]:
@@ -80,7 +87,7 @@ class Job:
                 "worker_pid": self.worker_pid, "client_pid": self.client_pid, "device": self.device,
                 "exit_status": done.get("exit_status"),
                 "error": (done.get("error") or {}).get("message") if done else None,
-                "events": len(self.events)}
+                "events": self.replay.last}
 
 
 class AmbiguousJob(LookupError):

@@ -14,11 +14,12 @@ from .._version import __version__
 from ..protocol import (CLIENT_MESSAGES, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_INTERNAL, E_NO_WORKERS,
                         E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode,
                         source_digest, source_frame)
-from . import fields
+from . import fields, streams
 from .connections import ClientConnection
 from .fields import BadRequest
 from .jobs import AmbiguousJob, Job, ModuleCopy
 from .pool import LIVE
+from .streams import Cursor
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
@@ -149,24 +150,32 @@ class Requests:
         if modules:
             run["modules"] = {m.name: m.sha for m in modules}
         job = sup.submit(Job(sup.jobs.new_id(), kind, run["name"] or kind, run, frame.payload,
-                             conn.pid, device, modules=modules))
+                             conn.pid, device, modules=modules, replay_limit=sup.replay_limit))
         # The job may already run: the worker got it first. The client learns the id,
-        # then the events so far, in one write.
-        accepted = encode({"t": "accepted", "req": req, "job": job.id})
+        # then the events so far (the batch sends them in one write).
+        conn.write(encode({"t": "accepted", "req": req, "job": job.id}))
         if attach:
-            conn.write(b"".join([accepted, *job.events]))
-            job.subscribers.add(conn)
-        else:
-            conn.write(accepted)
+            self._follow(conn, job, Cursor())
         sup.update_status()
+
+    def _follow(self, conn: ClientConnection, job: Job, cursor: Cursor) -> None:
+        """Send ``conn`` the job's kept events after ``cursor``, then its end if it has one;
+        else stream the rest to it."""
+        streams.replay_to(conn, job, cursor, self.sup.output_location(job))
+        if job.finished_state:
+            conn.write(job.done_frame)
+            job.fetched = True
+        else:
+            job.subscribers[conn] = cursor
 
     def on_attach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         job = self._job_or_error(conn, frame, req)
         if job is not None:
+            since = fields.integer(frame.header, "since", 0)
             conn.send({"t": "attached", "req": req, "job": job.id, "state": job.state})
-            for data in job.events[fields.integer(frame.header, "since", 0):]:
-                conn.write(data)
-            self._deliver_end(conn, job, job.subscribers)
+            # What the client saw of the output before ``since`` is not known here: a gap
+            # then reports the events it missed, not their bytes.
+            self._follow(conn, job, Cursor(since, 0 if since == 0 else None))
 
     def on_detach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         ref = fields.job_ref(frame.header)
@@ -175,8 +184,9 @@ class Requests:
         except AmbiguousJob:
             job = None  # this connection follows neither by that prefix: nothing to detach
         if job is not None:
-            job.subscribers.discard(conn)
+            job.subscribers.pop(conn, None)
             job.waiters.discard(conn)
+            conn.lagging.discard(job)
         conn.send({"t": "detached", "req": req, "job": job.id if job is not None else ref})
 
     def on_wait(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
@@ -189,8 +199,7 @@ class Requests:
         job = self._job_or_error(conn, frame, req)
         if job is not None:
             # One reply, after the replay: the client knows it has everything when it arrives.
-            for data in job.events:
-                conn.write(data)
+            streams.replay_to(conn, job, Cursor(), self.sup.output_location(job))
             conn.send({"t": "logs_end", "req": req, "job": job.id, "state": job.state})
 
     def on_cancel(self, conn: ClientConnection, frame: Frame, req: Any) -> None:

@@ -22,7 +22,7 @@ from .. import proctree
 from .._version import __version__
 from ..config import Config
 from ..protocol import Frame, cloudpickle_version, encode, python_version
-from . import pool, status
+from . import pool, status, streams
 from .batch import WriteBatch
 from .connections import ClientConnection, WorkerConnection
 from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, SUCCEEDED, Job, JobTable
@@ -65,6 +65,7 @@ class Supervisor:
         self.joblog = joblog
         daemon_cfg = config["daemon"]
         self.max_payload = daemon_cfg["max_frame"]
+        self.replay_limit = daemon_cfg["replay_max_bytes"]
         self.jobs = JobTable(daemon_cfg["result_max_jobs"], daemon_cfg["result_max_bytes"],
                              daemon_cfg["result_ttl"])
         self.workers: dict[int, WorkerProcess] = {}   # by pid, until reaped
@@ -101,6 +102,9 @@ class Supervisor:
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """The loop this supervisor schedules its timers and tasks on (``run`` binds its own)."""
         self._loop = loop
+
+    def soon(self, callback: Callable[[], None]) -> None:
+        self._loop.call_soon(callback)
 
     async def run(self, on_listening: Callable[[], None] = lambda: None) -> int:
         loop = asyncio.get_running_loop()
@@ -590,19 +594,30 @@ class Supervisor:
                              "device": worker.device})
 
     def job_event(self, job: Job, fields: dict[str, Any], payload: bytes = b"") -> None:
-        frame = job.add_event(fields, payload)
-        for conn in job.subscribers:
-            conn.write(frame)
+        streams.publish(job, job.add_event(fields, payload), len(payload))
+
+    def output_location(self, job: Job) -> str | None:
+        """Where a job's whole output is, for a reader told that part of it was dropped."""
+        if self.joblog.enabled:
+            return f"the journal: journalctl JOB_ID={job.id}"
+        return None
+
+    def catch_up(self, conn: ClientConnection) -> None:
+        """``conn`` has room again: what it missed of the jobs it follows, then their ends."""
+        streams.catch_up(conn, self.output_location)
 
     def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None:
         done = job.finish(header, payload)
-        receivers = job.subscribers | job.waiters
-        for conn in receivers:
+        job.fetched = bool(job.subscribers or job.waiters)
+        for conn in job.waiters:
             conn.write(done)
-        self.ledger.finished(job)
-        job.fetched = bool(receivers)
-        job.subscribers.clear()
         job.waiters.clear()
+        for conn, cursor in list(job.subscribers.items()):
+            if cursor.seen == job.replay.last:
+                conn.write(done)
+                del job.subscribers[conn]
+            # else it is still catching up: it gets the end after the events (streams.catch_up)
+        self.ledger.finished(job)
         if job.cancel is not None:
             if job.cancel.timer is not None:
                 job.cancel.timer.cancel()
@@ -740,8 +755,11 @@ class Supervisor:
     def client_gone(self, conn: ClientConnection) -> None:
         self.clients.discard(conn)
         for job in self.jobs.jobs.values():
-            job.subscribers.discard(conn)
+            job.subscribers.pop(conn, None)
             job.waiters.discard(conn)
+        for job in conn.lagging:  # ended jobs it was still catching up with, expired or not
+            job.subscribers.pop(conn, None)
+        conn.lagging.clear()
         self.check_idle()
         self.check_stopped()
 
