@@ -108,3 +108,20 @@ def test_a_client_that_never_reads_costs_the_daemon_nothing_and_holds_up_nobody(
     output = sum(len(f.payload) for f in before + after if f.get("kind") == "stdout")
     assert gap.get("missed_bytes") + output == GiB  # told exactly what it missed
     assert gap.get("missed_bytes") > GiB // 2
+
+
+def test_a_job_output_dir_keeps_the_whole_output_and_the_gap_names_it(make_daemon, tmp_path):
+    out_dir = tmp_path / "outputs"
+    d = make_daemon(f'[daemon]\nreplay_max_bytes = "1MiB"\njob_output_dir = "{out_dir}"\n')
+    code = ("import os, logging\nfor i in range(8):\n    os.write(1, bytes([65 + i]) * (1 << 20))\n"
+            "logging.getLogger('plate').warning('well A01 done')\n")
+    with d.client() as client:
+        job_id = client.submit_job(jobspec.code(code, []), attach=False).job_id
+        assert client.wait(job_id).state == "succeeded"
+        events = client.logs(job_id)
+    saved = (out_dir / f"{job_id}.log").read_bytes()
+    assert saved == b"".join(bytes([65 + i]) * (1 << 20) for i in range(8)) + \
+        b"WARNING:plate:well A01 done\n"
+    assert (out_dir.stat().st_mode & 0o777) == 0o700
+    gap = next(e for e in events if isinstance(e, Gap))
+    assert gap.where == str(out_dir / f"{job_id}.log")

@@ -149,6 +149,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "idle_exit": (parse_seconds, 0.0),
         "max_frame": (parse_frame_size, 256 * 1024**2),
         "replay_max_bytes": (parse_size, 4 * 1024**2),
+        "job_output_dir": (_path, ""),
         "log_level": (_log_level, "info"),
     },
     "workers": {

@@ -69,8 +69,8 @@ class JobPrinter:
 def gap_text(gap: Gap) -> str:
     missed = f"{size(gap.missed_bytes)} of output" if gap.missed_bytes is not None else "output"
     where = (f"the whole output is in {gap.where}" if gap.where else
-             "it is not kept anywhere else (run the daemon under systemd to keep whole outputs in "
-             "the journal, or raise daemon.replay_max_bytes)")
+             "it is not kept anywhere else (set daemon.job_output_dir, or run the daemon under "
+             "systemd, to keep whole outputs; or raise daemon.replay_max_bytes)")
     return (f"warmctl: [{missed} missed here ({gap.missed_events} events): the daemon keeps the last "
             f"{size(gap.kept_bytes)} of a job's output for late readers; {where}]")
 

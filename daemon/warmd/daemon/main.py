@@ -13,6 +13,7 @@ from ..config import Config, load
 from ..errors import AlreadyRunning, WarmdError
 from . import listener as listening
 from .logs import JobOutputLog, setup as setup_logging
+from .outputfiles import JobOutputFiles
 from .notify import Notifier
 from .placement import Placement
 from .supervisor import Supervisor
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         config = read_config(args)
         log = setup_logging(config["daemon"]["log_level"])
         placement = build_placement(config)  # before binding: a bad setting leaves no socket behind
+        files = JobOutputFiles(config["daemon"]["job_output_dir"])
+        files.open()
         lst = listening.from_systemd()
         started_by = "systemd" if lst is not None else ("autostart" if args.detach else "manual")
         if lst is None:
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ready.send(f"error: {exc}")
         return EXIT_RUNNING if isinstance(exc, AlreadyRunning) else EXIT_CONFIG
     proctree.become_subreaper()
-    supervisor = Supervisor(config, lst, started_by, placement, Notifier(), JobOutputLog())
+    supervisor = Supervisor(config, lst, started_by, placement, Notifier(), JobOutputLog(), files)
     log.debug("config from %s", config.source)
     try:
         return asyncio.run(supervisor.run(on_listening=lambda: ready.send("ok")))

@@ -29,6 +29,7 @@ from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, SUCCEEDED, Job, JobT
 from .ledger import Ledger
 from .listener import Listener
 from .logs import JobOutputLog
+from .outputfiles import JobOutputFiles
 from .notify import Notifier
 from .placement import Placement
 from .pool import LIVE, WorkerProcess, WorkerState
@@ -56,13 +57,15 @@ class Cancellation:
 
 class Supervisor:
     def __init__(self, config: Config, listener: Listener, started_by: str,
-                 placement: Placement, notifier: Notifier, joblog: JobOutputLog) -> None:
+                 placement: Placement, notifier: Notifier, joblog: JobOutputLog,
+                 files: JobOutputFiles | None = None) -> None:
         self.config = config
         self.listener = listener
         self.started_by = started_by
         self.placement = placement
         self.notifier = notifier
         self.joblog = joblog
+        self.files = files or JobOutputFiles("")
         daemon_cfg = config["daemon"]
         self.max_payload = daemon_cfg["max_frame"]
         self.replay_limit = daemon_cfg["replay_max_bytes"]
@@ -291,6 +294,7 @@ class Supervisor:
             if job is not None:
                 self.job_event(job, {"kind": stream}, frame.payload)
                 self.joblog.output(job.id, worker.pid, stream, frame.payload)
+                self.files.write(job.id, frame.payload)
             else:
                 text = frame.payload.decode(errors="replace").rstrip()
                 if text:
@@ -301,6 +305,8 @@ class Supervisor:
                                  "message": frame.get("message")})
             self.joblog.record(job.id, worker.pid, frame.get("level", 20), frame.get("name", ""),
                                frame.get("message", ""))
+            self.files.record(job.id, frame.get("level", 20), frame.get("name", ""),
+                              frame.get("message", ""))
         elif kind == "progress" and job is not None:
             self.job_event(job, {"kind": "progress", "done": frame.get("done"),
                                  "total": frame.get("total"), "message": frame.get("message")})
@@ -598,9 +604,12 @@ class Supervisor:
 
     def output_location(self, job: Job) -> str | None:
         """Where a job's whole output is, for a reader told that part of it was dropped."""
+        places = []
+        if self.files.enabled:
+            places.append(str(self.files.path(job.id)))
         if self.joblog.enabled:
-            return f"the journal: journalctl JOB_ID={job.id}"
-        return None
+            places.append(f"the journal (journalctl JOB_ID={job.id})")
+        return " and ".join(places) or None
 
     def catch_up(self, conn: ClientConnection) -> None:
         """``conn`` has room again: what it missed of the jobs it follows, then their ends."""
@@ -628,6 +637,7 @@ class Supervisor:
             job.cancel.requesters.clear()
             job.cancel.snapshot = []
         self.joblog.finished(job.id, job.worker_pid)
+        self.files.finished(job.id)
         # Every end goes to the journal (searchable by JOB_ID); a plain log file keeps the
         # ones worth reading, or a busy client would grow it by a line per job.
         level = logging.INFO if job.state != SUCCEEDED or self.joblog.enabled else logging.DEBUG
