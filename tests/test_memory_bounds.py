@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -23,32 +22,14 @@ BOUND = 64 * MiB  # above the idle daemon, whatever the job prints
 PRINT_1GB = "import os\nchunk = b'x' * (1 << 20)\nfor _ in range(1024):\n    os.write(1, chunk)\n"
 
 
-def rss(pid: int) -> int:
-    return _status_kib(pid, "VmRSS") * 1024
-
-
-def peak_rss(pid: int) -> int:
-    return _status_kib(pid, "VmHWM") * 1024
-
-
-def _status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"/proc/{pid}/status has no {key}")
-
-
-def reset_peak(pid: int) -> None:
+def baseline(daemon, client) -> int:
+    """The daemon's RSS after warm-up and one job, with its peak reset to it."""
+    client.submit(helpers_jobs.add, 1, 1).result(timeout=60)
+    base = daemon.rss()
     try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        daemon.reset_peak_rss()
     except OSError as exc:
         pytest.skip(f"cannot reset the daemon's peak RSS here: {exc}")
-
-
-def baseline(daemon, client) -> int:
-    client.submit(helpers_jobs.add, 1, 1).result(timeout=60)  # warm, and one job through
-    base = rss(daemon.pid)
-    reset_peak(daemon.pid)
     return base
 
 
@@ -59,7 +40,7 @@ def test_a_gigabyte_printed_with_nobody_attached(make_daemon):
         base = baseline(d, client)
         job_id = client.submit_job(jobspec.code(PRINT_1GB, []), attach=False).job_id
         assert client.wait(job_id).state == "succeeded"
-        grew = peak_rss(d.pid) - base
+        grew = d.peak_rss() - base
         assert grew <= BOUND, f"daemon RSS grew by {grew / MiB:.0f} MiB"
         # A late reader gets the last few MiB, told how much came before and where it is.
         events = client.logs(job_id)
@@ -87,7 +68,7 @@ def test_a_client_that_never_reads_costs_the_daemon_nothing_and_holds_up_nobody(
             assert other.submit(helpers_jobs.add, 2, 3).result(timeout=60) == 5
             assert other.ping()["pid"] == d.pid
         assert client.wait(job_id).state == "succeeded"
-        grew = peak_rss(d.pid) - base
+        grew = d.peak_rss() - base
         assert grew <= BOUND, f"daemon RSS grew by {grew / MiB:.0f} MiB"
     # Now it reads: what it was sent, then a gap saying what it missed, the kept tail, the end.
     reader, frames = FrameReader(1 << 30), []

@@ -88,6 +88,25 @@ class LocalDaemon:
         kwargs.setdefault("autostart", False)
         return Client(self.socket, **kwargs)
 
+    def rss(self) -> int:
+        """The daemon's resident set now, in bytes."""
+        return self._status_kib("VmRSS") * 1024
+
+    def peak_rss(self) -> int:
+        """The daemon's peak resident set (VmHWM) since it started or ``reset_peak_rss``."""
+        return self._status_kib("VmHWM") * 1024
+
+    def reset_peak_rss(self) -> None:
+        """Start measuring the peak from the current resident set (/proc/PID/clear_refs);
+        OSError where the kernel does not allow it."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+
+    def _status_kib(self, key: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        raise LookupError(f"/proc/{self.pid}/status has no {key}")
+
     def descendants(self) -> list[psutil.Process]:
         try:
             return psutil.Process(self.pid).children(recursive=True)

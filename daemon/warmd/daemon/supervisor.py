@@ -22,19 +22,18 @@ from .. import proctree
 from .._version import __version__
 from ..config import Config
 from ..protocol import Frame, cloudpickle_version, encode, python_version
-from . import pool, status, streams
+from . import pool, status, streams, warmnotice
 from .batch import WriteBatch
 from .connections import ClientConnection, WorkerConnection
 from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, SUCCEEDED, Job, JobTable
 from .ledger import Ledger
 from .listener import Listener
 from .logs import JobOutputLog
-from .outputfiles import JobOutputFiles
 from .notify import Notifier
+from .outputfiles import JobOutputFiles
 from .placement import Placement
 from .pool import LIVE, WorkerProcess, WorkerState
 from .requests import CANCEL_STAGES, Requests
-from . import warmnotice
 
 log = logging.getLogger("warmd")
 
