@@ -220,6 +220,27 @@ def test_journal_finds_a_jobs_lines_by_job_id(service):
 
 
 @pytest.mark.systemd
+def test_output_beyond_the_replay_is_in_the_journal_and_late_readers_are_told(service):
+    # 8,000 numbered lines of 700 bytes (5.6 MB): more than the 4 MiB the daemon keeps, and
+    # fewer lines than journald's rate limit lets through at the least (the unit disables it
+    # where the manager can tell journald; this test's private manager cannot).
+    code = "for i in range(8000):\n    print(f'line {i:06d} ' + 'x' * 688)\n"
+    done = service.warmctl("submit", "-c", code)
+    job_id = done.stdout.strip()
+    assert service.warmctl("wait", job_id).returncode == 0
+    late = service.warmctl("logs", job_id)
+    assert late.returncode == 0
+    assert "missed here" in late.stderr and f"journalctl --user-unit warmd.service JOB_ID={job_id}" in late.stderr
+    assert late.stdout.endswith("line 007999 " + "x" * 688 + "\n")
+    assert not late.stdout.startswith("line 000000")
+    service.sd.sync_journal()
+    found = service.sd.journalctl("--user-unit", "warmd.service", f"JOB_ID={job_id}", "JOB_STREAM=stdout",
+                                  "-o", "cat")
+    lines = found.stdout.splitlines()
+    assert len(lines) == 8000 and lines[0].startswith("line 000000") and lines[-1].startswith("line 007999")
+
+
+@pytest.mark.systemd
 def test_stop_leaves_no_process_of_the_service_alive(service):
     sd = service.sd
     code = textwrap.dedent("""\

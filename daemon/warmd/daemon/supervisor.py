@@ -607,7 +607,7 @@ class Supervisor:
         if self.files.enabled:
             places.append(str(self.files.path(job.id)))
         if self.joblog.enabled:
-            places.append(f"the journal (journalctl JOB_ID={job.id})")
+            places.append(f"the journal (journalctl --user-unit warmd.service JOB_ID={job.id})")
         return " and ".join(places) or None
 
     def catch_up(self, conn: ClientConnection) -> None:
