@@ -62,6 +62,19 @@ class Gap:
     kept_bytes: int
     where: str | None
 
+    def describe(self) -> str:
+        """One line for a person: how much is missing and where the whole output is."""
+        missed = f"{_mib(self.missed_bytes)} of output" if self.missed_bytes is not None else "output"
+        where = (f"the whole output is in {self.where}" if self.where else
+                 "it is not kept anywhere else (set daemon.job_output_dir, or run the daemon under "
+                 "systemd, to keep whole outputs; or raise daemon.replay_max_bytes)")
+        return (f"[{missed} missed here ({self.missed_events} events): the daemon keeps the last "
+                f"{_mib(self.kept_bytes)} of a job's output for late and slow readers; {where}]")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
 
 @dataclass(frozen=True)
 class StateChange:

@@ -14,7 +14,7 @@ from ..protocol import RECV_SIZE, Frame
 from . import jobspec
 from .connect import connect, socket_path
 from .core import ClientCore, JobItem, Reply, cancel_fields, raise_for
-from .events import Event, Finished, Output
+from .events import Event, Finished, Gap, Output
 from .outcome import JobCancelled, result_of
 
 _STAGE = {False: "interrupt", True: "kill"}
@@ -65,7 +65,8 @@ class JobFuture(concurrent.futures.Future):
                 return
 
     def output(self, stream: str = "stdout") -> str:
-        """All text the job wrote to ``stream`` so far."""
+        """All text the job wrote to ``stream`` that this client received (a ``Gap`` event
+        in ``events()`` marks output it missed by reading more slowly than the job wrote)."""
         with self._stream:
             return "".join(e.text for e in self._events if isinstance(e, Output) and e.stream == stream)
 
@@ -221,7 +222,7 @@ class Client(concurrent.futures.Executor):
                 futures = list(self._jobs.get(delivery.job, ()))
                 if isinstance(item, Finished):
                     self._jobs.pop(delivery.job, None)
-            if self.echo and isinstance(item, Output):
+            if self.echo and isinstance(item, (Output, Gap)):
                 _echo(item)
             for future in futures:
                 future._add(item)
@@ -395,7 +396,10 @@ class Client(concurrent.futures.Executor):
         self._channel.close()
 
 
-def _echo(item: Output) -> None:
+def _echo(item: Output | Gap) -> None:
+    if isinstance(item, Gap):
+        print(f"warmd: job {item.job}: {item.describe()}", file=sys.stderr, flush=True)
+        return
     out = sys.stdout if item.stream == "stdout" else sys.stderr
     if hasattr(out, "buffer"):
         out.buffer.write(item.data)

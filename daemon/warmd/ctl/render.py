@@ -33,7 +33,7 @@ class JobPrinter:
             self.err.flush()
         elif isinstance(event, Gap):
             self._clear_bar()
-            self.err.write(gap_text(event) + "\n")
+            self.err.write(f"warmctl: {event.describe()}\n")
             self.err.flush()
         elif isinstance(event, Warming):
             line = f"warmctl: waiting for a worker to warm up: {event.step} ({event.seconds:.0f} s so far)"
@@ -64,15 +64,6 @@ class JobPrinter:
         elif end.state in ("cancelled", "lost"):
             self.err.write(f"warmctl: job {end.job} {end.state}: {error.get('message', '')}\n")
         self.err.flush()
-
-
-def gap_text(gap: Gap) -> str:
-    missed = f"{size(gap.missed_bytes)} of output" if gap.missed_bytes is not None else "output"
-    where = (f"the whole output is in {gap.where}" if gap.where else
-             "it is not kept anywhere else (set daemon.job_output_dir, or run the daemon under "
-             "systemd, to keep whole outputs; or raise daemon.replay_max_bytes)")
-    return (f"warmctl: [{missed} missed here ({gap.missed_events} events): the daemon keeps the last "
-            f"{size(gap.kept_bytes)} of a job's output for late readers; {where}]")
 
 
 def _has_fd(stream: TextIO) -> bool:
