@@ -106,3 +106,31 @@ def test_a_job_output_dir_keeps_the_whole_output_and_the_gap_names_it(make_daemo
     assert (out_dir.stat().st_mode & 0o777) == 0o700
     gap = next(e for e in events if isinstance(e, Gap))
     assert gap.where == str(out_dir / f"{job_id}.log")
+
+
+@pytest.mark.slow
+def test_a_slow_reader_still_learns_how_its_job_ended_when_the_daemon_stops(make_daemon):
+    d = make_daemon()
+    forever = "import os\nchunk = b'y' * (1 << 16)\nwhile True:\n    os.write(1, chunk)\n"
+    client = d.client()
+    try:
+        job_id = client.submit_job(jobspec.code(forever, []), attach=False).job_id
+        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        slow.connect(str(d.socket))
+        slow.sendall(encode(hello("slow", os.getpid())) + encode({"t": "attach", "req": 1, "job": job_id}))
+        seen = 0
+        for event in client.attach(job_id).events():  # until far more than the slow one can hold
+            seen += len(getattr(event, "data", b""))
+            if seen > 64 * MiB:
+                break
+    finally:
+        client.close()  # not shutdown(): it would wait for a job that never ends
+    assert d.warmctl("shutdown").returncode == 0
+    reader, frames = FrameReader(1 << 30), []
+    slow.settimeout(60)
+    with slow:
+        while (data := slow.recv(1 << 20)):
+            reader.receive_data(data)
+            frames += reader.frames()
+    assert frames[-1].type == "done" and frames[-1].get("state") == "cancelled"
+    assert any(f.get("kind") == "gap" for f in frames)

@@ -75,9 +75,9 @@ def gap_frame(job: "Job", cursor: Cursor, where: str | None) -> bytes:
                    "kept_bytes": replay.limit, "where": where})
 
 
-def replay_to(conn: Any, job: "Job", cursor: Cursor, where: str | None) -> bool:
+def replay_to(conn: Any, job: "Job", cursor: Cursor, where: str | None, force: bool = False) -> bool:
     """Send ``conn`` what it has not had of the job's kept events, stopping if its buffer
-    fills; True once it has all of them."""
+    fills (unless ``force``); True once it has all of them."""
     replay = job.replay
     if cursor.seen < replay.first - 1:
         conn.write(gap_frame(job, cursor, where))
@@ -85,7 +85,7 @@ def replay_to(conn: Any, job: "Job", cursor: Cursor, where: str | None) -> bool:
         if cursor.output is not None:
             cursor.output = replay.dropped_output
     for frame, size in replay.after(cursor.seen):
-        if conn.held_back():
+        if conn.held_back() and not force:
             return False
         conn.write(frame)
         cursor.seen += 1
@@ -108,15 +108,16 @@ def publish(job: "Job", frame: bytes, output: int) -> None:
             conn.lagging.add(job)
 
 
-def catch_up(conn: Any, where_for: Any) -> None:
+def catch_up(conn: Any, where_for: Any, force: bool = False) -> None:
     """``conn``'s buffer has drained: send it the events it missed, then the ends of the
-    jobs that ended meanwhile. ``where_for(job)`` says where a job's whole output is."""
+    jobs that ended meanwhile. ``where_for(job)`` says where a job's whole output is.
+    ``force``: all of it now, full buffer or not (the daemon is closing the connection)."""
     for job in list(conn.lagging):
         cursor = job.subscribers.get(conn)
         if cursor is None:
             conn.lagging.discard(job)
             continue
-        if not replay_to(conn, job, cursor, where_for(job)):
+        if not replay_to(conn, job, cursor, where_for(job), force):
             return  # full again: the next drain goes on from here
         conn.lagging.discard(job)
         if job.done_frame is not None:  # its end waited until this reader had all events

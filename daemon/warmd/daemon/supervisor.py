@@ -40,6 +40,7 @@ log = logging.getLogger("warmd")
 EXIT_LOST = 125          # exit status of a job whose worker died under it
 EXIT_CANCELLED = 130     # as a shell reports a command ended by Ctrl-C
 _MAX_BACKOFF = 60.0
+_DRAIN_SECONDS = 5.0     # a stopped daemon waits this long for clients to read what is left
 
 
 @dataclass(eq=False)
@@ -96,6 +97,7 @@ class Supervisor:
         self._expiry_when: float | None = None
         self._idle_task: asyncio.Task | None = None
         self._notice_handle: asyncio.TimerHandle | None = None
+        self._clients_gone: asyncio.Event | None = None  # set while the stopped daemon drains
         self.ledger = Ledger.beside(listener.path)  # running jobs, for the next daemon after a crash
         self.batch = WriteBatch(self.ledger)  # what one read makes us write, written together
 
@@ -128,8 +130,21 @@ class Supervisor:
             self._watchdog()
         self.check_idle()
         await self._done.wait()
+        await self._let_clients_drain()
         self.ledger.close()
         return self.exit_code
+
+    async def _let_clients_drain(self) -> None:
+        """The connections are closing: let them send what they still hold (a slow reader's
+        last events and its jobs' ends) before the loop, and their buffers, go away."""
+        if not self.clients:
+            return
+        self._clients_gone = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._clients_gone.wait(), _DRAIN_SECONDS)
+        except asyncio.TimeoutError:
+            log.info("stopped with %d client(s) that did not read what was left for them",
+                     len(self.clients))
 
     async def _serve(self) -> asyncio.AbstractServer:
         # On a duplicate: closing the server to stop accepting must leave the listener itself
@@ -209,6 +224,7 @@ class Supervisor:
         if self.stopping == "idle" and self.clients:
             return  # serve whoever connected during the idle window, then go
         for conn in list(self.clients):
+            self.catch_up(conn, force=True)  # a slow reader still learns how its jobs ended
             conn.close()
         log.info("stopped")
         self._done.set()
@@ -610,9 +626,9 @@ class Supervisor:
             places.append(f"the journal (journalctl --user-unit warmd.service JOB_ID={job.id})")
         return " and ".join(places) or None
 
-    def catch_up(self, conn: ClientConnection) -> None:
+    def catch_up(self, conn: ClientConnection, force: bool = False) -> None:
         """``conn`` has room again: what it missed of the jobs it follows, then their ends."""
-        streams.catch_up(conn, self.output_location)
+        streams.catch_up(conn, self.output_location, force)
 
     def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None:
         done = job.finish(header, payload)
@@ -763,6 +779,8 @@ class Supervisor:
 
     def client_gone(self, conn: ClientConnection) -> None:
         self.clients.discard(conn)
+        if not self.clients and self._clients_gone is not None:
+            self._clients_gone.set()
         for job in self.jobs.jobs.values():
             job.subscribers.pop(conn, None)
             job.waiters.discard(conn)
