@@ -132,7 +132,7 @@ class Harness:
         queued = sup.submit(Job(sup.jobs.new_id(), "code", "queued", {"kind": "code"}, b"pass", 1, None))
         ended = sup.submit(Job(sup.jobs.new_id(), "code", "ended", {"kind": "code"}, b"pass", 1, None))
         sup.job_event(ended, {"kind": "stdout"}, b"output\n")
-        sup.cancel(ended, "interrupt", None, None)
+        sup.cancels.cancel(ended, "interrupt", None, None)
         return sup, [queued.id, ended.id]
 
     def one_input(self, data: bytes) -> None:

@@ -15,6 +15,7 @@ from ..protocol import (CLIENT_MESSAGES, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_INTER
                         E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode,
                         source_digest, source_frame)
 from . import fields, streams
+from .cancel import STAGES
 from .connections import ClientConnection
 from .fields import BadRequest
 from .jobs import AmbiguousJob, Job, ModuleCopy
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("warmd")
 
-CANCEL_STAGES = ("interrupt", "terminate", "kill")
 JOB_KINDS = ("call", "script", "code")
 _CANDIDATES = 20  # jobs an ambiguous prefix lists
 
@@ -207,8 +207,8 @@ class Requests:
         if job is None:
             return
         h = frame.header
-        mode = fields.choice(h, "mode", CANCEL_STAGES, "interrupt")
-        result = self.sup.cancel(job, mode, fields.seconds(h, "interrupt_grace"),
+        mode = fields.choice(h, "mode", STAGES, "interrupt")
+        result = self.sup.cancels.cancel(job, mode, fields.seconds(h, "interrupt_grace"),
                                  fields.seconds(h, "terminate_grace"), (conn, req))
         outcome = {"finished": "already_finished", "removed": "removed_from_queue"}.get(result)
         if outcome:  # else the answer comes when the job's processes are gone

@@ -13,7 +13,6 @@ import select
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import psutil
@@ -24,8 +23,9 @@ from ..config import Config
 from ..protocol import Frame, cloudpickle_version, encode, python_version
 from . import pool, status, streams, warmnotice
 from .batch import WriteBatch
+from .cancel import Canceller, cancelled_header
 from .connections import ClientConnection, WorkerConnection
-from .jobs import CANCELLED, FAILED, LOST, QUEUED, RUNNING, SUCCEEDED, Job, JobTable
+from .jobs import FAILED, LOST, QUEUED, RUNNING, SUCCEEDED, Job, JobTable
 from .ledger import Ledger
 from .listener import Listener
 from .logs import JobOutputLog
@@ -33,26 +33,13 @@ from .notify import Notifier
 from .outputfiles import JobOutputFiles
 from .placement import Placement
 from .pool import LIVE, WorkerProcess, WorkerState
-from .requests import CANCEL_STAGES, Requests
+from .requests import Requests
 
 log = logging.getLogger("warmd")
 
 EXIT_LOST = 125          # exit status of a job whose worker died under it
-EXIT_CANCELLED = 130     # as a shell reports a command ended by Ctrl-C
 _MAX_BACKOFF = 60.0
 _DRAIN_SECONDS = 5.0     # a stopped daemon waits this long for clients to read what is left
-
-
-@dataclass(eq=False)
-class Cancellation:
-    """A cancel in progress: how far it has escalated and who waits for its end."""
-    stage: str | None = None
-    interrupt_grace: float = 1.0
-    terminate_grace: float = 1.0
-    requesters: list[tuple[ClientConnection, Any]] = field(default_factory=list)
-    snapshot: list[psutil.Process] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
-    told: bool = False  # the job's id went down its worker's cancel pipe
 
 
 class Supervisor:
@@ -74,6 +61,7 @@ class Supervisor:
         self.workers: dict[int, WorkerProcess] = {}   # by pid, until reaped
         self.clients: set[ClientConnection] = set()
         self.requests = Requests(self)
+        self.cancels = Canceller(self, config["cancel"], self.call_later)
         self.started = time.time()
         self.python = python_version()
         self.cloudpickle = cloudpickle_version()
@@ -109,6 +97,9 @@ class Supervisor:
 
     def soon(self, callback: Callable[[], None]) -> None:
         self._loop.call_soon(callback)
+
+    def call_later(self, delay: float, callback: Callable[..., None], *args: Any) -> asyncio.TimerHandle:
+        return self._loop.call_later(delay, callback, *args)
 
     async def run(self, on_listening: Callable[[], None] = lambda: None) -> int:
         loop = asyncio.get_running_loop()
@@ -186,12 +177,12 @@ class Supervisor:
         if not drain:
             for job in list(self.jobs.queue):
                 self.jobs.unqueue(job)
-                self.finish_job(job, _cancel_header("the daemon is shutting down"))
+                self.finish_job(job, cancelled_header("the daemon is shutting down"))
             for worker in list(self.workers.values()):
                 if worker.held is not None:
-                    self.cancel(worker.held, "terminate", None, None)
+                    self.cancels.cancel(worker.held, "terminate", None, None)
             for job in self.jobs.running():
-                self.cancel(job, "terminate", None, None)
+                self.cancels.cancel(job, "terminate", None, None)
         for worker in list(self.workers.values()):
             if worker.state == WorkerState.IDLE:
                 self.stop_worker(worker)
@@ -445,7 +436,7 @@ class Supervisor:
         if held is not None:
             held.worker_pid = None
             if held.cancel is not None or self.stopping:
-                self.finish_job(held, _cancel_header(f"cancelled; its worker pid {worker.pid} exited "
+                self.finish_job(held, cancelled_header(f"cancelled; its worker pid {worker.pid} exited "
                                                      "before it started"))
             else:
                 self.jobs.queue.appendleft(held)  # it never started: first in line again
@@ -480,7 +471,7 @@ class Supervisor:
 
     def _job_worker_died(self, job: Job, worker: WorkerProcess) -> None:
         if job.cancel is not None:
-            header = _cancel_header(f"job cancelled; its worker pid {worker.pid} was "
+            header = cancelled_header(f"job cancelled; its worker pid {worker.pid} was "
                                     f"{worker.exit_description}")
         else:
             header = {"state": LOST, "exit_status": EXIT_LOST,
@@ -643,14 +634,7 @@ class Supervisor:
             # else it is still catching up: it gets the end after the events (streams.catch_up)
         self.ledger.finished(job)
         if job.cancel is not None:
-            if job.cancel.timer is not None:
-                job.cancel.timer.cancel()
-            outcome = "cancelled" if job.state == CANCELLED else "finished"
-            for conn, req in job.cancel.requesters:
-                conn.send({"t": "cancelled", "req": req, "job": job.id, "outcome": outcome,
-                           "state": job.state})
-            job.cancel.requesters.clear()
-            job.cancel.snapshot = []
+            job.cancel.settle(job)
         self.joblog.finished(job.id, job.worker_pid)
         self.files.finished(job.id)
         # Every end goes to the journal (searchable by JOB_ID); a plain log file keeps the
@@ -690,86 +674,6 @@ class Supervisor:
         self._expiry_when = None
         self.jobs.evict()
         self._schedule_expiry()
-
-    def cancel(self, job: Job, stage: str, interrupt_grace: float | None,
-               terminate_grace: float | None, requester: tuple[ClientConnection, Any] | None = None) -> str:
-        """Start or escalate a cancel. Returns "pending", "removed" or "finished"."""
-        if job.finished_state:
-            return "finished"
-        if job.state == QUEUED and self.jobs.unqueue(job):
-            self.finish_job(job, _cancel_header("cancelled before it started"))
-            return "removed"
-        graces = self.config["cancel"]
-        c = job.cancel
-        if c is None:
-            c = job.cancel = Cancellation(
-                interrupt_grace=graces["interrupt_grace"] if interrupt_grace is None else interrupt_grace,
-                terminate_grace=graces["terminate_grace"] if terminate_grace is None else terminate_grace)
-        holder = self.workers.get(job.worker_pid or -1) if job.state == QUEUED else None
-        if holder is not None and holder.held is job:
-            # Named in the pipe first, so the worker skips it if it has not started it by the
-            # time it reads the pipe. Then what the worker already sent: if the job before
-            # has not ended, the job surely has not started.
-            self._tell_worker(holder, job)
-            holder.connection.drain()
-            if holder.held is job:
-                holder.held = None
-                holder.skipping.add(job.id)
-                job.worker_pid = None
-                self.finish_job(job, _cancel_header("cancelled before it started"))
-                self.dispatch()
-                return "removed"
-            if job.finished_state:  # it started, and the worker's answer is already in
-                return "removed" if job.state == CANCELLED else "finished"
-            # It has started after all: cancel it as a running job.
-        if requester is not None:
-            c.requesters.append(requester)
-        if c.stage is None or CANCEL_STAGES.index(stage) > CANCEL_STAGES.index(c.stage):
-            self._escalate(job, stage)
-        return "pending"
-
-    def _escalate(self, job: Job, stage: str) -> None:
-        c = job.cancel
-        worker = self.workers.get(job.worker_pid or -1)
-        if c is None or job.finished_state or worker is None or worker.reaped:
-            return  # already ending: the exit handler finishes the job
-        # The worker may hold a next job and start it the moment it sends this one's end. So:
-        # name the job in the pipe (the worker then waits for our word before going on), read
-        # what it already sent, and signal its group only if the job has still not ended.
-        self._tell_worker(worker, job)
-        if worker.connection is not None:
-            worker.connection.drain()
-        if job.finished_state or worker.reaped:
-            return
-        if c.timer is not None:
-            c.timer.cancel()
-            c.timer = None
-        c.stage = stage
-        log.info("cancelling job %s: %s", job.id, stage, extra={"JOB_ID": job.id, "WORKER_PID": worker.pid})
-        if stage == "interrupt":
-            proctree.signal_group(worker.pgid, signal.SIGINT)
-            c.timer = self._loop.call_later(c.interrupt_grace, self._escalate, job, "terminate")
-            return
-        # The worker dies with its job: remember every descendant, escaped ones included.
-        worker.state = WorkerState.STOPPING
-        c.snapshot.extend(proctree.descendants(worker.pid))
-        sig = signal.SIGTERM if stage == "terminate" else signal.SIGKILL
-        proctree.signal_group(worker.pgid, sig)
-        proctree.send(c.snapshot, sig)
-        if stage == "terminate":
-            c.timer = self._loop.call_later(c.terminate_grace, self._escalate, job, "kill")
-
-    def _tell_worker(self, worker: WorkerProcess, job: Job) -> None:
-        """Name ``job`` in its worker's cancel pipe (once): the worker's SIGINT handler only
-        interrupts a job named there, and a worker starts no job named there."""
-        if job.cancel.told or worker.cancel_fd is None:
-            return
-        try:
-            os.write(worker.cancel_fd, job.id.encode() + b"\n")  # under PIPE_BUF: one piece
-            job.cancel.told = True
-        except OSError as exc:  # a full pipe would mean a worker that stopped reading: it dies soon
-            log.warning("cannot name job %s to worker pid %d: %s", job.id, worker.pid, exc,
-                        extra={"JOB_ID": job.id, "WORKER_PID": worker.pid})
 
     # ---------------------------------------------------------------- clients
 
@@ -869,11 +773,6 @@ def _connection_pending(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     return bool(poller.poll(0))
-
-
-def _cancel_header(message: str) -> dict[str, Any]:
-    return {"state": CANCELLED, "exit_status": EXIT_CANCELLED,
-            "error": {"type": "Cancelled", "message": message, "traceback": ""}}
 
 
 def _no_worker_header(error: str) -> dict[str, Any]:
