@@ -19,7 +19,6 @@ a daemon still stopping (an autostart right after an idle exit) alone.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path

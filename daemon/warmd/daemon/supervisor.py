@@ -20,12 +20,12 @@ import psutil
 from .. import proctree
 from .._version import __version__
 from ..config import Config
-from ..protocol import Frame, cloudpickle_version, encode, python_version
+from ..protocol import Frame, cloudpickle_version, python_version
 from . import pool, status, streams, warmnotice
 from .batch import WriteBatch
 from .cancel import Canceller, cancelled_header
 from .connections import ClientConnection, WorkerConnection
-from .jobs import FAILED, LOST, QUEUED, RUNNING, SUCCEEDED, Job, JobTable
+from .jobs import FAILED, LOST, QUEUED, SUCCEEDED, Job, JobTable
 from .ledger import Ledger
 from .listener import Listener
 from .logs import JobOutputLog
@@ -34,6 +34,7 @@ from .outputfiles import JobOutputFiles
 from .placement import Placement
 from .pool import LIVE, WorkerProcess, WorkerState
 from .requests import Requests
+from .scheduler import Scheduler
 
 log = logging.getLogger("warmd")
 
@@ -88,6 +89,8 @@ class Supervisor:
         self._clients_gone: asyncio.Event | None = None  # set while the stopped daemon drains
         self.ledger = Ledger.beside(listener.path)  # running jobs, for the next daemon after a crash
         self.batch = WriteBatch(self.ledger)  # what one read makes us write, written together
+        self.scheduler = Scheduler(self.jobs, self.workers, placement, config["workers"]["max_jobs"],
+                                   self.ledger, self.job_event)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -363,7 +366,7 @@ class Supervisor:
             if job.cancel is not None and job.cancel.told:
                 worker.connection.send({"t": "resume", "job": job.id})
             if worker.job is not None:
-                self._running(worker.job, worker)
+                self.scheduler.running(worker.job, worker)
             reason = self.recycle_reason(worker, header)
             if reason:
                 # A job it holds runs first: it is ahead of the exit in the worker's socket.
@@ -536,74 +539,8 @@ class Supervisor:
     # ---------------------------------------------------------------- jobs
 
     def dispatch(self) -> None:
-        """Hand queued jobs to idle workers, within the running-job capacity."""
-        while self.jobs.queue:
-            busy = [w for w in self.workers.values() if w.state == WorkerState.BUSY]
-            idle = [w for w in self.workers.values() if w.state == WorkerState.IDLE]
-            if not idle or len(busy) >= self.placement.capacity:
-                self._hold_next(busy)
-                return
-            chosen: list[WorkerProcess] = []
-
-            def fits(job: Job) -> bool:
-                for worker in idle:
-                    if self.placement.accepts(worker.device, job.device, busy):
-                        chosen.append(worker)
-                        return True
-                return False
-
-            job = self.jobs.next_for(fits)
-            if job is None:
-                return
-            self.start_job(job, chosen[0])
-
-    def _hold_next(self, busy: list[WorkerProcess]) -> None:
-        """Where one job runs at a time, the busy worker gets the next queued job to hold, and
-        starts it as it sends the last one's end: no wait for the daemon between jobs.
-
-        Not with more workers: a held job could wait behind a long one while another worker
-        frees up. Not on GPUs: a worker must not go on after a job that left its device in an
-        error state, and GPU jobs are long enough that the wait does not matter. A held job's
-        cancel goes through the worker's cancel pipe (see ``cancel``).
-        """
-        if self.placement.gpu or self.placement.capacity != 1 or len(busy) != 1:
-            return
-        worker = busy[0]
-        max_jobs = self.config["workers"]["max_jobs"]
-        if worker.held is not None or worker.connection is None or (
-                max_jobs and worker.jobs_run + 1 >= max_jobs):
-            return
-        job = self.jobs.next_for(lambda j: j.device is None or j.device == worker.device)
-        if job is not None:
-            worker.held = job
-            job.worker_pid = worker.pid
-            self._send_run(job, worker)
-
-    def start_job(self, job: Job, worker: WorkerProcess) -> None:
-        worker.state = WorkerState.BUSY
-        worker.job = job
-        self._send_run(job, worker)
-        # After the send, so the worker starts sooner. A crash in between still finds a job
-        # that waited in the queue (it has its queue line), and a job submitted in this same
-        # read has not been acknowledged to its client yet.
-        self._running(job, worker)
-
-    def _send_run(self, job: Job, worker: WorkerProcess) -> None:
-        # The sources of this job's modules that the worker does not hold yet, then the run.
-        frames = [m.frame for m in job.modules if worker.modules.get(m.name) != m.sha]
-        worker.modules.update((m.name, m.sha) for m in job.modules)
-        frames.append(encode({**job.run_header, "t": "run", "job": job.id}, job.payload))
-        worker.connection.write(b"".join(frames) if len(frames) > 1 else frames[0])
-
-    def _running(self, job: Job, worker: WorkerProcess) -> None:
-        job.state = RUNNING
-        job.started = time.time()
-        job.worker_pid = worker.pid
-        job.payload = b""  # kept until now: a held job goes back to the queue if its worker dies
-        job.modules = ()
-        self.ledger.started(job)
-        self.job_event(job, {"kind": "state", "state": RUNNING, "worker_pid": worker.pid,
-                             "device": worker.device})
+        """Hand queued jobs to idle workers (see ``scheduler``)."""
+        self.scheduler.dispatch()
 
     def job_event(self, job: Job, fields: dict[str, Any], payload: bytes = b"") -> None:
         streams.publish(job, job.add_event(fields, payload), len(payload))
