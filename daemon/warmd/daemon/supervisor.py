@@ -25,6 +25,7 @@ from . import pool, status, streams, warmnotice
 from .batch import WriteBatch
 from .cancel import Canceller, cancelled_header
 from .connections import ClientConnection, WorkerConnection
+from .expiry import ResultExpiry
 from .jobs import FAILED, LOST, QUEUED, SUCCEEDED, Job, JobTable
 from .ledger import Ledger
 from .listener import Listener
@@ -63,6 +64,7 @@ class Supervisor:
         self.clients: set[ClientConnection] = set()
         self.requests = Requests(self)
         self.cancels = Canceller(self, config["cancel"], self.call_later)
+        self.expiry = ResultExpiry(self.jobs, self.call_later)
         self.started = time.time()
         self.python = python_version()
         self.cloudpickle = cloudpickle_version()
@@ -82,8 +84,6 @@ class Supervisor:
         self._done: asyncio.Event | None = None
         self._retry_handle: asyncio.TimerHandle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
-        self._expiry_handle: asyncio.TimerHandle | None = None
-        self._expiry_when: float | None = None
         self._idle_task: asyncio.Task | None = None
         self._notice_handle: asyncio.TimerHandle | None = None
         self._clients_gone: asyncio.Event | None = None  # set while the stopped daemon drains
@@ -153,7 +153,7 @@ class Supervisor:
             self.jobs.retire(job)
             log.warning("job %s lost: %s", job.id, job.done_header["error"]["message"],
                         extra={"JOB_ID": job.id, "JOB_STATE": job.state})
-        self._schedule_expiry()
+        self.expiry.schedule()
 
     def _watchdog(self) -> None:
         # Pinged from the loop itself, so a wedged loop stops the pings and systemd restarts us.
@@ -580,7 +580,7 @@ class Supervisor:
         if log.isEnabledFor(level):
             self._log_end(job, header, level)
         self.jobs.retire(job)
-        self._schedule_expiry()
+        self.expiry.schedule()
         self.update_status()
         self.check_idle()
 
@@ -592,25 +592,6 @@ class Supervisor:
                        **({"CLIENT_PID": job.client_pid} if job.client_pid else {}),
                        **({"DEVICE": header["device"]} if header.get("device") is not None else {}),
                        **({"GPU_PEAK_BYTES": gpu["peak_bytes"]} if "peak_bytes" in gpu else {})})
-
-    def _schedule_expiry(self) -> None:
-        when, armed = self.jobs.next_expiry(), self._expiry_when
-        if when == armed or (when is not None and armed is not None and armed <= when):
-            # The armed timer is due first (results expire in the order they finished): it
-            # stands, and re-arms for what is then the oldest. Most job ends stop here.
-            return
-        if self._expiry_handle is not None:
-            self._expiry_handle.cancel()
-            self._expiry_handle = None
-        self._expiry_when = when
-        if when is not None:
-            self._expiry_handle = self._loop.call_later(max(0.0, when - time.time()) + 0.01, self._expire)
-
-    def _expire(self) -> None:
-        self._expiry_handle = None
-        self._expiry_when = None
-        self.jobs.evict()
-        self._schedule_expiry()
 
     # ---------------------------------------------------------------- clients
 
