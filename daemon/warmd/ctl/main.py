@@ -223,12 +223,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     mode = "kill" if args.force else "terminate" if args.terminate else "interrupt"
     with _client(args) as client:
-        outcome = client.cancel(args.job, mode, interrupt_grace=args.interrupt_grace,
+        job_id = client.resolve(args.job)  # say which job, when a prefix named it
+        outcome = client.cancel(job_id, mode, interrupt_grace=args.interrupt_grace,
                                 terminate_grace=args.terminate_grace)
     messages = {"cancelled": "cancelled", "removed_from_queue": "cancelled (removed from the queue)",
                 "already_finished": "already finished: nothing to cancel",
                 "finished": "finished before the cancel took effect"}
-    print(f"job {args.job}: {messages.get(outcome, outcome)}")
+    print(f"job {job_id}: {messages.get(outcome, outcome)}")
     return exitcodes.OK
 
 
