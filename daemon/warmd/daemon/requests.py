@@ -96,13 +96,13 @@ class Requests:
                                   "(see 'warmctl jobs')"})
         return job
 
-    def _deliver_end(self, conn: ClientConnection, job: Job, listeners: set) -> None:
-        """Send the job's end now if it has one, else add ``conn`` to those told at the end."""
-        if job.finished_state:
-            conn.write(job.done_frame)
-            job.fetched = True
-        else:
-            listeners.add(conn)
+    def _sent_end(self, conn: ClientConnection, job: Job) -> bool:
+        """Send the job's end now if it has one; False when it has not ended yet."""
+        if not job.finished_state:
+            return False
+        conn.write(job.done_frame)
+        job.fetched = True
+        return True
 
     def on_hello(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": "already greeted"})
@@ -162,10 +162,7 @@ class Requests:
         """Send ``conn`` the job's kept events after ``cursor``, then its end if it has one;
         else stream the rest to it."""
         streams.replay_to(conn, job, cursor, self.sup.output_location(job))
-        if job.finished_state:
-            conn.write(job.done_frame)
-            job.fetched = True
-        else:
+        if not self._sent_end(conn, job):
             job.subscribers[conn] = cursor
 
     def on_attach(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
@@ -193,7 +190,8 @@ class Requests:
         job = self._job_or_error(conn, frame, req)
         if job is not None:
             conn.send({"t": "waiting", "req": req, "job": job.id, "state": job.state})
-            self._deliver_end(conn, job, job.waiters)
+            if not self._sent_end(conn, job):
+                job.waiters.add(conn)
 
     def on_logs(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         job = self._job_or_error(conn, frame, req)
