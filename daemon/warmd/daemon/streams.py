@@ -120,6 +120,17 @@ def catch_up(conn: Any, where_for: Any, force: bool = False) -> None:
         if not replay_to(conn, job, cursor, where_for(job), force):
             return  # full again: the next drain goes on from here
         conn.lagging.discard(job)
-        if job.done_frame is not None:  # its end waited until this reader had all events
-            conn.write(job.done_frame)
-            del job.subscribers[conn]
+        _end_if_caught_up(conn, job, cursor)  # its end waited until this reader had all events
+
+
+def ended(job: "Job") -> None:
+    """``job`` has ended: its end to every follower that has had all its events; the others
+    get it once they have caught up (``catch_up``)."""
+    for conn, cursor in list(job.subscribers.items()):
+        _end_if_caught_up(conn, job, cursor)
+
+
+def _end_if_caught_up(conn: Any, job: "Job", cursor: Cursor) -> None:
+    if job.done_frame is not None and cursor.seen == job.replay.last:
+        conn.write(job.done_frame)
+        del job.subscribers[conn]

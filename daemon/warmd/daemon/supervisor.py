@@ -21,7 +21,7 @@ from .. import proctree
 from .._version import __version__
 from ..config import Config
 from ..protocol import Frame, cloudpickle_version, python_version
-from . import pool, status, streams, warmnotice
+from . import pool, status, streams
 from .batch import WriteBatch
 from .cancel import Canceller, cancelled_header
 from .connections import ClientConnection, WorkerConnection
@@ -36,6 +36,7 @@ from .placement import Placement
 from .pool import LIVE, WorkerProcess, WorkerState
 from .requests import Requests
 from .scheduler import Scheduler
+from .warmnotice import WarmupNotices
 
 log = logging.getLogger("warmd")
 
@@ -65,6 +66,7 @@ class Supervisor:
         self.requests = Requests(self)
         self.cancels = Canceller(self, config["cancel"], self.call_later)
         self.expiry = ResultExpiry(self.jobs, self.call_later)
+        self.notices = WarmupNotices(self.jobs.queue, self.workers, self.job_event, self.call_later)
         self.started = time.time()
         self.python = python_version()
         self.cloudpickle = cloudpickle_version()
@@ -85,7 +87,6 @@ class Supervisor:
         self._retry_handle: asyncio.TimerHandle | None = None
         self._idle_handle: asyncio.TimerHandle | None = None
         self._idle_task: asyncio.Task | None = None
-        self._notice_handle: asyncio.TimerHandle | None = None
         self._clients_gone: asyncio.Event | None = None  # set while the stopped daemon drains
         self.ledger = Ledger.beside(listener.path)  # running jobs, for the next daemon after a crash
         self.batch = WriteBatch(self.ledger)  # what one read makes us write, written together
@@ -169,6 +170,7 @@ class Supervisor:
                 self._force_stop()
             return
         self.stopping = reason
+        self.notices.stopped = True
         log.info("stopping (%s)", reason)
         if self._server is not None:
             self._server.close()  # new connections wait in the backlog for the next activation
@@ -273,28 +275,6 @@ class Supervisor:
             # (backoff, the error in status, waiting clients told), not a worker we stopped.
             proctree.signal_group(worker.pgid, signal.SIGKILL)
 
-    def tell_waiting(self) -> None:
-        """Tell queued jobs that can only wait for warm-up which step runs and for how long;
-        again every few seconds while that lasts."""
-        if self._notice_handle is not None:
-            self._notice_handle.cancel()
-            self._notice_handle = None
-        notice = self._waiting_notice()
-        if notice is None:
-            return
-        if notice["seconds"] >= warmnotice.AFTER:
-            for job in self.jobs.queue:
-                self.job_event(job, notice)
-            delay = warmnotice.INTERVAL
-        else:
-            delay = warmnotice.AFTER - notice["seconds"]
-        self._notice_handle = self._loop.call_later(delay, self.tell_waiting)
-
-    def _waiting_notice(self) -> dict[str, Any] | None:
-        if not self.jobs.queue or self.stopping:
-            return None
-        return warmnotice.waiting_notice(self.workers.values())
-
     def worker_frame(self, worker: WorkerProcess, frame: Frame) -> None:
         kind = frame.type
         job = worker.job
@@ -326,7 +306,7 @@ class Supervisor:
         elif kind == "warming" and worker.state == WorkerState.STARTING:
             step = frame.get("step")
             worker.warmup_step = step[:200] if isinstance(step, str) else None
-            self.tell_waiting()
+            self.notices.update()
         elif kind == "ready" and worker.error is not None:
             pass  # it timed out and is being killed: it runs nothing
         elif kind == "ready":
@@ -564,11 +544,7 @@ class Supervisor:
         for conn in job.waiters:
             conn.write(done)
         job.waiters.clear()
-        for conn, cursor in list(job.subscribers.items()):
-            if cursor.seen == job.replay.last:
-                conn.write(done)
-                del job.subscribers[conn]
-            # else it is still catching up: it gets the end after the events (streams.catch_up)
+        streams.ended(job)
         self.ledger.finished(job)
         if job.cancel is not None:
             job.cancel.settle(job)
@@ -623,10 +599,7 @@ class Supervisor:
         self.dispatch()
         if job.state == QUEUED:
             self.ledger.queued(job)
-            if self._notice_handle is None:
-                self.tell_waiting()
-            elif (notice := self._waiting_notice()) and notice["seconds"] >= warmnotice.AFTER:
-                self.job_event(job, notice)  # the others hear at the next tick; this one now
+            self.notices.queued(job)
         return job
 
     def no_worker_message(self) -> str:
