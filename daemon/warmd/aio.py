@@ -186,12 +186,7 @@ class AsyncClient:
                 waiter.set_exception(error)
         self._requests.clear()
         for job_id, jobs in self._jobs.items():
-            if self._closing:
-                why = self._core.closed_while_following(job_id)
-            elif isinstance(error, WarmdError) and not isinstance(error, DaemonUnavailable):
-                why = error
-            else:
-                why = self._core.job_lost(job_id)
+            why = self._core.followed_job_error(job_id, error, self._closing)
             for job in jobs:
                 job._fail(why)
         self._jobs.clear()

@@ -97,6 +97,16 @@ class ClientCore:
         return DaemonUnavailable(f"the daemon (pid {self.welcome.get('pid')}) went away: it crashed, "
                                  "was killed or stopped; a new one starts on the next connection")
 
+    def followed_job_error(self, job_id: str, error: BaseException, closed_here: bool) -> BaseException:
+        """What a job this connection followed ends with when the connection ends first:
+        the client's own close leaves it running; the daemon going away loses it; an error
+        the daemon sent (it closed the connection on a bad frame) stands as it is."""
+        if closed_here:
+            return self.closed_while_following(job_id)
+        if isinstance(error, WarmdError) and not isinstance(error, DaemonUnavailable):
+            return error
+        return self.job_lost(job_id)
+
     def job_lost(self, job_id: str) -> JobLost:
         """What a job this connection followed became when the daemon went away without
         ending it: a daemon that stops ends (cancels) its jobs first, so only a crash or a

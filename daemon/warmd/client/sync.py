@@ -199,14 +199,9 @@ class Client(concurrent.futures.Executor):
             waiting = list(self._requests.values())
             self._requests.clear()
             closed = self._closed
-        clean_end = not isinstance(error, WarmdError) or isinstance(error, DaemonUnavailable)
         for job_id, future in followed:
-            if future.done():
-                continue
-            if closed:
-                future._fail(self._core.closed_while_following(job_id))
-            else:
-                future._fail(self._core.job_lost(job_id) if clean_end else error)
+            if not future.done():
+                future._fail(self._core.followed_job_error(job_id, error, closed))
         for w in waiting:
             if isinstance(w, JobFuture):
                 if not w.done():
