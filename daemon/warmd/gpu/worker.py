@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import importlib
 import os
-import time
-import traceback
 from typing import Any, Callable
 
-from ..worker.warmup import WarmupFailed
+from ..worker.warmup import timed
 from .errors import cuda_error_in
 from .memory import PeakTracker
 
@@ -98,16 +96,9 @@ class GpuWorker:
             raise RuntimeError(f"the device computed {got} for a sum that is {_KERNEL_SUM}")
 
     def _step(self, label: str, fn: Callable[[], Any]) -> Any:
-        self.on_step(label)
-        start = time.perf_counter()
-        try:
-            value = fn()
-        except BaseException as exc:
-            hint = ""
-            if label == "gpu import cupy":
-                hint = " (install the GPU extra: pip install 'warmd[gpu]')"
-            raise WarmupFailed(label, f"{type(exc).__name__}: {exc}{hint}", traceback.format_exc()) from None
-        self.steps.append({"step": label, "seconds": round(time.perf_counter() - start, 6)})
+        hint = " (install the GPU extra: pip install 'warmd[gpu]')" if label == "gpu import cupy" else ""
+        value, step = timed(label, fn, self.on_step, hint)
+        self.steps.append(step)
         return value
 
     def ready_info(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ import importlib
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 StepStarted = Callable[[str], None]  # told each step's label as it starts
 
@@ -25,9 +25,9 @@ def run_steps(imports: list[str], hooks: list[str], on_step: StepStarted = _quie
     """Run every step in order and time it; raise WarmupFailed naming the step that broke."""
     steps = []
     for name in imports:
-        steps.append(timed(f"import {name}", lambda name=name: importlib.import_module(name), on_step))
+        steps.append(timed(f"import {name}", lambda name=name: importlib.import_module(name), on_step)[1])
     for hook in hooks:
-        steps.append(timed(f"hook {hook}", lambda hook=hook: _call_hook(hook), on_step))
+        steps.append(timed(f"hook {hook}", lambda hook=hook: _call_hook(hook), on_step)[1])
     return steps
 
 
@@ -39,11 +39,13 @@ def _call_hook(spec: str) -> None:
     target()
 
 
-def timed(label: str, fn, on_step: StepStarted = _quiet) -> dict:
+def timed(label: str, fn, on_step: StepStarted = _quiet, hint: str = "") -> tuple[Any, dict]:
+    """Run one warm-up step: ``fn``'s value and the step's record (label, seconds); raise
+    WarmupFailed naming the step, with ``hint`` after the error, if it fails."""
     on_step(label)
     start = time.perf_counter()
     try:
-        fn()
+        value = fn()
     except BaseException as exc:  # a hook calling sys.exit is a failed warm-up too
-        raise WarmupFailed(label, f"{type(exc).__name__}: {exc}", traceback.format_exc()) from None
-    return {"step": label, "seconds": round(time.perf_counter() - start, 6)}
+        raise WarmupFailed(label, f"{type(exc).__name__}: {exc}{hint}", traceback.format_exc()) from None
+    return value, {"step": label, "seconds": round(time.perf_counter() - start, 6)}
