@@ -9,32 +9,30 @@ at once, ahead of the bookkeeping that follows it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from .connections import ClientConnection
-    from .ledger import Ledger
+from .ledger import Ledger
 
 
 class WriteBatch:
-    def __init__(self, ledger: "Ledger") -> None:
+    def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.active = False
-        self._held: dict["ClientConnection", list[bytes]] = {}
-        self._sizes: dict["ClientConnection", int] = {}
+        self._held: dict[Any, list[bytes]] = {}
+        self._sizes: dict[Any, int] = {}
 
     def begin(self) -> None:
         self.active = True
         self.ledger.hold()
 
-    def hold(self, conn: "ClientConnection", data: bytes) -> None:
+    def hold(self, conn: Any, data: bytes) -> None:
         self._held.setdefault(conn, []).append(data)
         self._sizes[conn] = self._sizes.get(conn, 0) + len(data)
 
-    def held_bytes(self, conn: "ClientConnection") -> int:
+    def held_bytes(self, conn: Any) -> int:
         return self._sizes.get(conn, 0)
 
-    def release(self, conn: "ClientConnection") -> bytes:
+    def release(self, conn: Any) -> bytes:
         """Take back what is held for ``conn``, which is closing: the ledger goes first."""
         if conn not in self._held:
             return b""

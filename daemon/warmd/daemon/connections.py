@@ -4,17 +4,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Protocol
 
 from ..credentials import peer_credentials
 from ..errors import ProtocolError, VersionMismatch
 from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, RECV_SIZE, FrameReader, encode
 from ..receiver import BufferedReceiver
+from .batch import WriteBatch
 from .jobs import ModuleCopy
-
-if TYPE_CHECKING:
-    from .pool import WorkerProcess
-    from .supervisor import Supervisor
+from .pool import WorkerProcess
 
 log = logging.getLogger("warmd")
 
@@ -24,8 +22,23 @@ _LINGER = 5.0  # seconds a refused peer gets to read our error before we close
 HIGH_WATER = 1 << 20
 
 
+class Host(Protocol):
+    """What connections need of the supervisor."""
+    batch: WriteBatch
+    max_payload: int
+    requests: Any  # daemon.requests.Requests: handle(conn, frame)
+
+    def soon(self, callback: Callable[[], None]) -> None: ...
+    def client_connected(self, conn: "ClientConnection") -> None: ...
+    def client_gone(self, conn: "ClientConnection") -> None: ...
+    def catch_up(self, conn: "ClientConnection", force: bool = False) -> None: ...
+    def worker_connected(self, worker: WorkerProcess) -> None: ...
+    def worker_frame(self, worker: WorkerProcess, frame: Any) -> None: ...
+    def kill_worker(self, worker: WorkerProcess) -> None: ...
+
+
 class ClientConnection(BufferedReceiver):
-    def __init__(self, supervisor: "Supervisor", max_payload: int) -> None:
+    def __init__(self, supervisor: Host, max_payload: int) -> None:
         self.supervisor = supervisor
         self.reader = FrameReader(max_payload)
         self.transport: asyncio.Transport | None = None
@@ -131,6 +144,7 @@ class ClientConnection(BufferedReceiver):
 
     def close(self) -> None:
         self._flush_held()
+        self.closed = True  # what the rest of this read would write has nobody to go to
         if self.transport is not None:
             self.transport.close()
 
@@ -157,7 +171,7 @@ class ClientConnection(BufferedReceiver):
 
 
 class WorkerConnection(BufferedReceiver):
-    def __init__(self, supervisor: "Supervisor", worker: "WorkerProcess") -> None:
+    def __init__(self, supervisor: Host, worker: WorkerProcess) -> None:
         self.supervisor = supervisor
         self.worker = worker
         self.reader = FrameReader(supervisor.max_payload)

@@ -48,9 +48,10 @@ class Placement:
             return Counter({None: self.workers + self.spares})
         return Counter({d.index: self.workers_per_device + self.spares for d in self.devices})
 
-    def missing(self, live_devices: list[int | None]) -> list[int | None]:
-        """Devices (None in CPU mode) that need one more worker each, one entry per worker."""
-        need = self.wanted() - Counter(live_devices)
+    def missing(self, live_devices: list[int | None], extra: Counter | None = None) -> list[int | None]:
+        """Devices (None in CPU mode) that need one more worker each, one entry per worker;
+        ``extra`` asks for workers beyond the placement's (see ``scheduler``)."""
+        need = (self.wanted() + (extra or Counter())) - Counter(live_devices)
         return [device for device, n in sorted(need.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
                 for _ in range(n)]
 

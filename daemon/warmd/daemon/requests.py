@@ -8,22 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._version import __version__
 from ..protocol import (CLIENT_MESSAGES, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_INTERNAL, E_NO_WORKERS,
                         E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode,
                         source_digest, source_frame)
 from . import fields, streams
-from .cancel import STAGES
+from .cancel import STAGES, Canceller
 from .connections import ClientConnection
 from .fields import BadRequest
-from .jobs import AmbiguousJob, Job, ModuleCopy
-from .pool import LIVE
+from .jobs import AmbiguousJob, Job, JobTable, ModuleCopy
+from .placement import Placement
+from .pool import LIVE, WorkerProcess
 from .streams import Cursor
-
-if TYPE_CHECKING:
-    from .supervisor import Supervisor
 
 log = logging.getLogger("warmd")
 
@@ -31,8 +29,31 @@ JOB_KINDS = ("call", "script", "code")
 _CANDIDATES = 20  # jobs an ambiguous prefix lists
 
 
+class Host(Protocol):
+    """What request handlers read and call on the supervisor."""
+    jobs: JobTable
+    workers: dict[int, WorkerProcess]
+    placement: Placement
+    cancels: Canceller
+    stopping: str | None
+    warmup_error: str | None
+    replay_limit: int
+    max_payload: int
+    started_by: str
+    python: str
+    cloudpickle: str
+    warm_packages: list[str]
+
+    def submit(self, job: Job) -> Job: ...
+    def no_worker_message(self) -> str: ...
+    def output_location(self, job: Job) -> str | None: ...
+    def status(self) -> dict[str, Any]: ...
+    def request_stop(self, reason: str, *, drain: bool = False) -> None: ...
+    def update_status(self) -> None: ...
+
+
 class Requests:
-    def __init__(self, supervisor: "Supervisor") -> None:
+    def __init__(self, supervisor: Host) -> None:
         self.sup = supervisor
 
     def handle(self, conn: ClientConnection, frame: Frame) -> None:

@@ -3,16 +3,32 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._version import __version__
-from .pool import WorkerState
+from ..config import Config
+from .jobs import JobTable
+from .listener import Listener
+from .placement import Placement
+from .pool import WorkerProcess, WorkerState
 
-if TYPE_CHECKING:
-    from .supervisor import Supervisor
+
+class Host(Protocol):
+    """What a status report reads from the supervisor."""
+    started_by: str
+    listener: Listener
+    started: float
+    python: str
+    config: Config
+    stopping: str | None
+    placement: Placement
+    workers: dict[int, WorkerProcess]
+    jobs: JobTable
+    warmup_error: str | None
+    retry_at: float
 
 
-def build(sup: "Supervisor") -> dict[str, Any]:
+def build(sup: Host) -> dict[str, Any]:
     return {
         "daemon": {"pid": os.getpid(), "version": __version__, "started_by": sup.started_by,
                    "socket": str(sup.listener.path) if sup.listener.path else None,
@@ -30,14 +46,14 @@ def build(sup: "Supervisor") -> dict[str, Any]:
     }
 
 
-def retry_in(sup: "Supervisor") -> float | None:
+def retry_in(sup: Host) -> float | None:
     """Seconds until the pool tries warm-up again after failures (None when not backing off)."""
     if not sup.warmup_error:
         return None
     return round(max(0.0, sup.retry_at - time.monotonic()), 1)
 
 
-def summary_line(sup: "Supervisor") -> str:
+def summary_line(sup: Host) -> str:
     """e.g. '2 workers warm (GPU0, GPU1), 1 spare, 1 running, 3 queued, 41 done'."""
     states = [w.state for w in sup.workers.values()]
     warm = sum(1 for s in states if s in (WorkerState.IDLE, WorkerState.BUSY))

@@ -17,12 +17,9 @@ import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..protocol import encode
-
-if TYPE_CHECKING:
-    from .jobs import Job
 
 DEFAULT_REPLAY_BYTES = 4 * 1024 * 1024
 
@@ -65,7 +62,19 @@ class Cursor:
     output: int | None = 0      # payload bytes of events 1..seen (None: not known)
 
 
-def gap_frame(job: "Job", cursor: Cursor, where: str | None) -> bytes:
+class Streamed(Protocol):
+    """A job, as far as its stream goes (daemon.jobs.Job)."""
+    id: str
+    replay: Replay
+    subscribers: dict[Any, Cursor]
+    done_frame: bytes | None
+    fetched: bool
+
+    @property
+    def finished_state(self) -> bool: ...
+
+
+def gap_frame(job: "Streamed", cursor: Cursor, where: str | None) -> bytes:
     """The "gap" event for a reader at ``cursor`` whose next events are no longer kept.
     Its seq is the last dropped one, so the reader's count of events stays right."""
     replay = job.replay
@@ -75,7 +84,7 @@ def gap_frame(job: "Job", cursor: Cursor, where: str | None) -> bytes:
                    "kept_bytes": replay.limit, "where": where})
 
 
-def replay_to(conn: Any, job: "Job", cursor: Cursor, where: str | None, force: bool = False) -> bool:
+def replay_to(conn: Any, job: "Streamed", cursor: Cursor, where: str | None, force: bool = False) -> bool:
     """Send ``conn`` what it has not had of the job's kept events, stopping if its buffer
     fills (unless ``force``); True once it has all of them."""
     replay = job.replay
@@ -94,7 +103,7 @@ def replay_to(conn: Any, job: "Job", cursor: Cursor, where: str | None, force: b
     return True
 
 
-def publish(job: "Job", frame: bytes, output: int) -> None:
+def publish(job: "Streamed", frame: bytes, output: int) -> None:
     """A new event of ``job``: to every follower that has had all before it and has room;
     the others catch up when their buffer drains."""
     seq = job.replay.last
@@ -123,14 +132,14 @@ def catch_up(conn: Any, where_for: Any, force: bool = False) -> None:
         _end_if_caught_up(conn, job, cursor)  # its end waited until this reader had all events
 
 
-def ended(job: "Job") -> None:
+def ended(job: "Streamed") -> None:
     """``job`` has ended: its end to every follower that has had all its events; the others
     get it once they have caught up (``catch_up``)."""
     for conn, cursor in list(job.subscribers.items()):
         _end_if_caught_up(conn, job, cursor)
 
 
-def _end_if_caught_up(conn: Any, job: "Job", cursor: Cursor) -> None:
+def _end_if_caught_up(conn: Any, job: "Streamed", cursor: Cursor) -> None:
     if job.done_frame is not None and cursor.seen == job.replay.last:
         conn.write(job.done_frame)
         del job.subscribers[conn]

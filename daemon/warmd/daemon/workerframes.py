@@ -1,0 +1,135 @@
+"""What workers send, routed: output and logs to the job's followers, the journal and its
+file; warm-up reports to the pool; a job's end to the scheduler and its clients."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Protocol
+
+from ..protocol import Frame
+from .jobs import Job
+from .logs import JobOutputLog
+from .outputfiles import JobOutputFiles
+from .pool import WorkerProcess, WorkerState
+from .scheduler import Scheduler
+from .warmnotice import WarmupNotices
+from .workerpool import WorkerPool
+
+log = logging.getLogger("warmd")
+
+
+class Host(Protocol):
+    def job_event(self, job: Job, fields: dict[str, Any], payload: bytes = b"") -> None: ...
+    def job_progress(self, job: Job, report: dict[str, Any]) -> None: ...
+    def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None: ...
+    def check_stopped(self) -> None: ...
+    def update_status(self) -> None: ...
+
+
+class WorkerFrames:
+    def __init__(self, host: Host, workers: WorkerPool, scheduler: Scheduler,
+                 notices: WarmupNotices, joblog: JobOutputLog, files: JobOutputFiles) -> None:
+        self.host = host
+        self.pool = workers
+        self.scheduler = scheduler
+        self.notices = notices
+        self.joblog = joblog
+        self.files = files
+        self._handlers: dict[str, Callable[[WorkerProcess, Frame], None]] = {
+            "out": self._out, "log": self._log, "progress": self._progress, "done": self._done,
+            "warming": self._warming, "ready": self._ready, "warmup_failed": self._warmup_failed}
+
+    def handle(self, worker: WorkerProcess, frame: Frame) -> None:
+        handler = self._handlers.get(frame.type)
+        if handler is None:
+            log.warning("worker pid %d sent an unexpected %r frame", worker.pid, frame.type,
+                        extra={"WORKER_PID": worker.pid})
+        else:
+            handler(worker, frame)
+        self.host.update_status()
+
+    def _out(self, worker: WorkerProcess, frame: Frame) -> None:
+        stream = "stdout" if frame.get("fd") == 1 else "stderr"
+        job = worker.job
+        if job is not None:
+            self.host.job_event(job, {"kind": stream}, frame.payload)
+            self.joblog.output(job.id, worker.pid, stream, frame.payload)
+            self.files.write(job.id, frame.payload)
+            return
+        text = frame.payload.decode(errors="replace").rstrip()
+        if text:
+            log.info("worker pid %d %s: %s", worker.pid, stream, text, extra={"WORKER_PID": worker.pid})
+
+    def _log(self, worker: WorkerProcess, frame: Frame) -> None:
+        job = worker.job
+        if job is None:
+            return
+        level, name, message = frame.get("level", 20), frame.get("name", ""), frame.get("message", "")
+        self.host.job_event(job, {"kind": "log", "level": frame.get("level"), "name": frame.get("name"),
+                                  "message": frame.get("message")})
+        self.joblog.record(job.id, worker.pid, level, name, message)
+        self.files.record(job.id, level, name, message)
+
+    def _progress(self, worker: WorkerProcess, frame: Frame) -> None:
+        if worker.job is not None:
+            self.host.job_progress(worker.job, frame.header)
+
+    def _done(self, worker: WorkerProcess, frame: Frame) -> None:
+        job_id = frame.get("job")
+        if job_id in worker.skipping:
+            worker.skipping.discard(job_id)  # cancelled before it started: answered
+        elif worker.job is not None and job_id == worker.job.id:
+            self._finished(worker, frame)
+
+    def _warming(self, worker: WorkerProcess, frame: Frame) -> None:
+        if worker.state == WorkerState.STARTING:
+            step = frame.get("step")
+            worker.warmup_step = step[:200] if isinstance(step, str) else None
+            self.notices.update()
+
+    def _ready(self, worker: WorkerProcess, frame: Frame) -> None:
+        if worker.error is not None or worker.state != WorkerState.STARTING:
+            return  # it timed out and is being killed: it runs nothing
+        worker.token = frame.get("token")
+        worker.warmup_steps = frame.get("steps", [])
+        worker.warmup_seconds = frame.get("seconds")
+        worker.extra = {k: v for k, v in frame.header.items()
+                        if k not in ("t", "token", "steps", "seconds", "pid")}
+        self.pool.warm(worker)
+        log.info("worker pid %d warm in %.3f s", worker.pid, worker.warmup_seconds or 0,
+                 extra={"WORKER_PID": worker.pid})
+        self.scheduler.dispatch()
+
+    def _warmup_failed(self, worker: WorkerProcess, frame: Frame) -> None:
+        worker.error = f"warm-up failed at {frame.get('step')}: {frame.get('error')}"
+        log.error("worker pid %d %s\n%s", worker.pid, worker.error, frame.get("traceback", ""),
+                  extra={"WORKER_PID": worker.pid})
+
+    def _finished(self, worker: WorkerProcess, frame: Frame) -> None:
+        job = worker.job
+        worker.jobs_run += 1
+        header = {k: v for k, v in frame.header.items() if k not in ("t", "job")}
+        header.update(token=worker.token, device=worker.device)
+        if worker.state != WorkerState.BUSY:
+            # Stopping (a cancel escalated to terminate or kill, or the daemon stops): a job it
+            # holds must not start there; it goes back to the queue when the worker has exited.
+            worker.job = None
+        else:
+            # The job it held is running now: the worker goes on to it as it sends this end, or,
+            # if this job was named for cancel, once it has our word.
+            worker.job, worker.held = worker.held, None
+            if job.cancel is not None and job.cancel.told:
+                worker.connection.send({"t": "resume", "job": job.id})
+            if worker.job is not None:
+                self.scheduler.running(worker.job, worker)
+            reason = self.pool.recycle_reason(worker, header)
+            if reason:
+                # A job it holds runs first: it is ahead of the exit in the worker's socket.
+                log.info("recycling worker pid %d: %s", worker.pid, reason,
+                         extra={"WORKER_PID": worker.pid})
+                self.pool.stop(worker)
+                self.pool.fill()
+            elif worker.job is None:
+                worker.state = WorkerState.IDLE
+        self.scheduler.dispatch()  # first: the worker waits for its next job, the client only for news
+        self.host.finish_job(job, header, frame.payload)
+        self.host.check_stopped()
