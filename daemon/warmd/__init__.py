@@ -6,8 +6,13 @@ Public API::
     with warmd.Client() as client:            # starts a daemon if none answers
         future = client.submit(fn, *args)     # a concurrent.futures.Future
         future.result()
+        results = list(client.map(fn, items)) # the jobs of a map form one group
+        with client.group(name="plate") as run:   # submit, map, cancel(), progress, wait()
+            compiled = run.submit(compile_plate)
+            wells = run.map(process_well, [warmd.ref(compiled)] * n, range(n))
 
-    warmd.progress(done, total, message)      # inside a job; no-op elsewhere
+    warmd.progress(done, total, message, well="B03")  # inside a job; no-op elsewhere
+    warmd.ref(job)                            # a job's result, as another job's argument
     warmd.cancelled(), warmd.device(), warmd.xp()
 
 The asyncio client lives in ``warmd.aio``. Importing warmd imports neither
@@ -23,17 +28,21 @@ from .errors import (DaemonUnavailable, FrameTooLarge, JobExit, JobLost, RemoteE
 from .runtime import cancelled, device, job_id, progress, xp
 
 if TYPE_CHECKING:
-    from .client.events import Finished, Gap, Log, Output, Progress, StateChange, Warming
+    from .client.events import ChildProgress, Finished, Gap, Log, Output, Progress, StateChange, Warming
+    from .client.group import GroupProgress, JobGroup
     from .client.outcome import JobCancelled
+    from .client.refs import ResultRef, ref
     from .client.sync import Client, JobFuture
 
-__all__ = ["Client", "JobFuture", "JobCancelled", "JobExit", "JobLost", "RemoteError",
+__all__ = ["Client", "JobFuture", "JobGroup", "GroupProgress", "ref", "ResultRef", "JobCancelled", "JobExit", "JobLost", "RemoteError",
            "RequestFailed", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
            "FrameTooLarge",
-           "Output", "Log", "Progress", "StateChange", "Warming", "Gap", "Finished",
+           "Output", "Log", "Progress", "ChildProgress", "StateChange", "Warming", "Gap", "Finished",
            "progress", "cancelled", "device", "xp", "job_id", "__version__"]
 
 _LAZY = {"Client": "client.sync", "JobFuture": "client.sync", "JobCancelled": "client.outcome",
+         "JobGroup": "client.group", "GroupProgress": "client.group", "ref": "client.refs",
+         "ResultRef": "client.refs", "ChildProgress": "client.events",
          "Output": "client.events", "Log": "client.events", "Progress": "client.events",
          "StateChange": "client.events", "Warming": "client.events", "Gap": "client.events", "Finished": "client.events"}
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Callable
 
 from .client import jobspec
+from .client.aiogroup import AsyncJobGroup
 from .client.connect import connect, socket_path
 from .client.core import ClientCore, JobItem, cancel_fields, raise_for
 from .client.events import Event, Finished
@@ -24,7 +25,7 @@ from .errors import DaemonUnavailable, WarmdError
 from .protocol import Frame
 from .receiver import BufferedReceiver
 
-__all__ = ["AsyncClient", "AsyncJob", "JobCancelled"]
+__all__ = ["AsyncClient", "AsyncJob", "AsyncJobGroup", "JobCancelled"]
 
 
 class AsyncJob:
@@ -38,6 +39,13 @@ class AsyncJob:
         self._end: Finished | None = None
         self._error: BaseException | None = None
         self._changed = asyncio.Event()
+
+    @property
+    def job_id(self) -> str:
+        return self.id
+
+    def __warmd_ref__(self) -> str:
+        return self.id  # passed to another job, this job stands for its result
 
     @property
     def finished(self) -> Finished | None:
@@ -169,7 +177,7 @@ class AsyncClient:
             else:
                 waiter = self._requests.pop(delivery.req, None)
                 frame = delivery.frame
-                if frame.type in ("accepted", "attached"):
+                if frame.type in ("accepted", "attached", "group"):
                     # Follow the job now, by the id the daemon gives (the request may have named
                     # a prefix): its first events may be in this same read.
                     self._accepted[delivery.req] = self._follow(AsyncJob(self, frame.header["job"]))
@@ -226,10 +234,27 @@ class AsyncClient:
                        device: int | None = None) -> AsyncJob:
         return await self.submit_job(jobspec.code(code, argv or []), device=device)
 
-    async def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None) -> AsyncJob:
+    async def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None,
+                         group: str | None = None) -> AsyncJob:
         device = self.device if device is None else device
-        frame = await self._call_with(lambda: self._core.submit(request, device, True))
+        frame = await self._call_with(lambda: self._core.submit(request, device, True, group))
         return self._accepted.pop(frame.header["req"])
+
+    async def group(self, name: str = "group", *, device: int | None = None) -> AsyncJobGroup:
+        """A new group of jobs (see ``warmd.Client.group``)."""
+        frame = await self._call("group", name=str(name))
+        return AsyncJobGroup(self, self._accepted.pop(frame.header["req"]),
+                             self.device if device is None else device)
+
+    async def map(self, fn: Callable[..., Any], *iterables: Any, device: int | None = None) -> list[Any]:
+        """The jobs of one call form a group; results in order, raising at the first failing
+        item (the rest are then cancelled)."""
+        group = await self.group(name=f"map {getattr(fn, '__qualname__', None) or 'call'}", device=device)
+        try:
+            jobs = await group.submit_each(fn, iterables)
+        finally:
+            await group.close()
+        return await group.results(jobs)
 
     async def attach(self, job_id: str) -> AsyncJob:
         """Follow a job submitted elsewhere (by id or unique prefix): output so far, the rest

@@ -158,6 +158,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "devices": (_devices, "all"),
         "workers_per_device": (_int(1, max_workers), 1),
         "max_jobs": (_int(0), 0),
+        "max_extra": (_int(0, max_workers), 4),
         "max_rss": (parse_size, 0),
         "warmup_timeout": (parse_seconds, 600.0),
         "gpu_memory_limit": (_memory_limit, 0),

@@ -73,7 +73,7 @@ def load_json(data: bytes | bytearray) -> Any:
 # Message types a client may send to the daemon.
 CLIENT_MESSAGES = frozenset({
     "hello", "ping", "source", "submit", "attach", "detach", "wait", "logs", "cancel",
-    "status", "jobs", "shutdown", "resolve",
+    "status", "jobs", "shutdown", "resolve", "group", "group_close",
 })
 
 # Error codes in "error" frames.

@@ -7,12 +7,14 @@ job's code has no other way to reach the worker that runs it.
 """
 from __future__ import annotations
 
+import json
 from types import ModuleType
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class JobContext(Protocol):
-    def progress(self, done: float, total: float | None, message: str) -> None: ...
+    def progress(self, done: float, total: float | None, message: str,
+                 fields: dict[str, Any] | None = None) -> None: ...
     def cancelled(self) -> bool: ...
     def device(self) -> int | None: ...
     def job_id(self) -> str | None: ...
@@ -33,11 +35,24 @@ def install(context: JobContext) -> None:
     _binding.context = context
 
 
-def progress(done: float, total: float | None = None, message: str = "") -> None:
-    """Report progress to every client attached to the current job (no-op outside a worker)."""
+MAX_FIELDS = 16
+
+
+def progress(done: float, total: float | None = None, message: str = "", **fields: Any) -> None:
+    """Report progress to every client following the current job, and to those following its
+    parent or group (no-op outside a worker). ``fields`` are a few JSON values that say where
+    the job is (``well="B03", step=2``); they reach clients, status and the journal."""
     ctx = _binding.context
-    if ctx is not None:
-        ctx.progress(done, total, message)
+    if ctx is None:
+        return
+    if fields:
+        if len(fields) > MAX_FIELDS:
+            raise ValueError(f"progress takes at most {MAX_FIELDS} fields, not {len(fields)}")
+        for key, value in fields.items():
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise TypeError(f"progress field {key}={value!r}: use a str, int, float, bool or None")
+        json.dumps(fields, allow_nan=False)  # ValueError for NaN, before it is sent
+    ctx.progress(done, total, message, fields or None)
 
 
 def cancelled() -> bool:

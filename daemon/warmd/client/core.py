@@ -54,12 +54,13 @@ class ClientCore:
         req = next(self._req)
         return req, encode({"t": message, "req": req, **fields}, payload)
 
-    def submit(self, request: JobRequest, device: int | None, attach: bool) -> tuple[int, bytes]:
+    def submit(self, request: JobRequest, device: int | None, attach: bool,
+               group: str | None = None) -> tuple[int, bytes]:
         """A "submit" frame, after a "source" frame for each module whose current source this
         connection has not sent yet. The bytes must go out in this order, before any later
         request's: the daemon takes a submit's modules from what the connection sent before it.
         """
-        req, data = self.request("submit", request.payload, **request.submit_fields(device, attach))
+        req, data = self.request("submit", request.payload, **request.submit_fields(device, attach, group))
         sources = []  # after the submit is made: a refused one (too large) sends nothing
         for module in request.modules:
             if self._sources_sent.get(module.name) != module.sha:

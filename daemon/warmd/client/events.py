@@ -32,12 +32,35 @@ class Log:
 
 @dataclass(frozen=True)
 class Progress:
-    """``warmd.progress(done, total, message)`` called by the job."""
+    """``warmd.progress(done, total, message, **fields)`` called by the job."""
     job: str
     seq: int
     done: float
     total: float | None
     message: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChildProgress:
+    """News of a job below this one (a child, or a job of this group): it was submitted,
+    started, reported progress (``done``, ``total``, ``message``, ``fields``) or ended
+    (``state``). ``children_done`` of ``children_total`` jobs below this one have ended."""
+    job: str
+    seq: int
+    child: str
+    name: str
+    state: str
+    done: float
+    total: float | None
+    message: str
+    fields: dict[str, Any]
+    children_done: int
+    children_total: int
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("succeeded", "failed", "cancelled", "lost")
 
 
 @dataclass(frozen=True)
@@ -105,7 +128,7 @@ class Finished:
         return self.info.get("token")
 
 
-Event = Union[Output, Log, Progress, StateChange, Warming, Gap]
+Event = Union[Output, Log, Progress, ChildProgress, StateChange, Warming, Gap]
 
 
 def from_frame(frame: Frame) -> Event | Finished | None:
@@ -121,7 +144,13 @@ def from_frame(frame: Frame) -> Event | Finished | None:
     if kind == "log":
         return Log(job, seq, int(h.get("level") or 0), str(h.get("name") or ""), str(h.get("message") or ""))
     if kind == "progress":
-        return Progress(job, seq, h.get("done") or 0, h.get("total"), str(h.get("message") or ""))
+        return Progress(job, seq, h.get("done") or 0, h.get("total"), str(h.get("message") or ""),
+                        dict(h.get("fields") or {}))
+    if kind == "child":
+        return ChildProgress(job, seq, str(h.get("child") or ""), str(h.get("name") or ""),
+                             str(h.get("state") or ""), h.get("done") or 0, h.get("total"),
+                             str(h.get("message") or ""), dict(h.get("fields") or {}),
+                             int(h.get("children_done") or 0), int(h.get("children_total") or 0))
     if kind == "gap":
         return Gap(job, seq, int(h.get("missed_events") or 0), h.get("missed_bytes"),
                    int(h.get("kept_bytes") or 0), h.get("where"))

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from ..codepaths import is_user_file, is_user_module
 from ..protocol import source_digest, source_frame
+from .refs import resolve
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +37,11 @@ class JobRequest:
     fields: dict[str, Any] = field(default_factory=dict)
     modules: list[ModuleSource] = field(default_factory=list)
 
-    def submit_fields(self, device: int | None, attach: bool) -> dict[str, Any]:
+    def submit_fields(self, device: int | None, attach: bool, group: str | None = None) -> dict[str, Any]:
         fields = {"kind": self.kind, "name": self.name, "cwd": os.getcwd(), "device": device,
                   "attach": attach, **self.fields}
+        if group is not None:
+            fields["group"] = group
         if self.modules:
             fields["modules"] = {m.name: m.sha for m in self.modules}
         return fields
@@ -124,9 +127,11 @@ class UserModules:
 
 def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules) -> JobRequest:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    inner = dumps((fn, tuple(args), dict(kwargs)))
+    needs: list[str] = []
+    inner = dumps((fn, tuple(args), dict(kwargs)), needs)
     payload = pickle.dumps((modules.sys_path(), inner), protocol=pickle.HIGHEST_PROTOCOL)
-    return JobRequest("call", name, payload, modules=modules.manifest())
+    return JobRequest("call", name, payload, {"needs": needs} if needs else {},
+                      modules=modules.manifest())
 
 
 def script(path: str, argv: list[str]) -> JobRequest:
@@ -141,13 +146,17 @@ def code(source: str, argv: list[str]) -> JobRequest:
     return JobRequest("code", f"-c {first[:40]}", source.encode(), {"argv": list(argv)})
 
 
-def dumps(obj: Any) -> bytes:
+def dumps(obj: Any, needs: list[str] | None = None) -> bytes:
     """cloudpickle, except that code pickled by value (functions of ``__main__``)
-    keeps its file name, so worker tracebacks quote it rather than "<dynamic-code>"."""
+    keeps its file name, so worker tracebacks quote it rather than "<dynamic-code>",
+    and references to other jobs' results (``warmd.ref``, futures) pickle as such, their
+    job ids added to ``needs``."""
     import cloudpickle
 
     buf = io.BytesIO()
-    _pickler()(buf, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
+    pickler = _pickler()(buf, protocol=cloudpickle.DEFAULT_PROTOCOL)
+    pickler.needs = needs if needs is not None else []
+    pickler.dump(obj)
     return buf.getvalue()
 
 
@@ -164,5 +173,15 @@ def _pickler() -> type:
 
     class Pickler(cloudpickle.Pickler):
         dispatch_table = ChainMap({types.CodeType: reduce_code}, cloudpickle.Pickler.dispatch_table)
+        needs: list[str]
+
+        def reducer_override(self, obj: Any) -> Any:
+            # Called for every object cloudpickle itself may handle: one type lookup for ours.
+            ref_of = getattr(type(obj), "__warmd_ref__", None)
+            if ref_of is not None:
+                job_id = ref_of(obj)
+                self.needs.append(job_id)
+                return resolve, (job_id,)
+            return super().reducer_override(obj)
 
     return Pickler

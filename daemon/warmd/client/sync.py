@@ -15,6 +15,7 @@ from . import jobspec
 from .connect import connect, socket_path
 from .core import ClientCore, JobItem, Reply, cancel_fields, raise_for
 from .events import Event, Finished, Gap, Output
+from .group import JobGroup
 from .outcome import JobCancelled, result_of
 
 _STAGE = {False: "interrupt", True: "kill"}
@@ -34,6 +35,8 @@ class JobFuture(concurrent.futures.Future):
         self._last_seq = 0
         self._end: Finished | None = None
         self._stream = threading.Condition()
+        self._loaded = False   # the result is unpickled when first asked for, not on arrival
+        self._value: Any = None
 
     # -- identity
     @property
@@ -44,10 +47,23 @@ class JobFuture(concurrent.futures.Future):
             raise self._error or WarmdError("the job was not accepted")
         return self._job_id
 
+    def __warmd_ref__(self) -> str:
+        return self.job_id  # passed to another job, this future stands for its result
+
     @property
     def finished(self) -> Finished | None:
         """The job's end record once it ended: state, exit status, worker pid, warm-up token."""
         return self._end
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The job's return value, unpickled here on the first call (a future whose result
+        only goes on to other jobs never needs to unpickle it)."""
+        super().result(timeout)
+        with self._stream:
+            if not self._loaded:
+                self._value = result_of(self._end)
+                self._loaded = True
+        return self._value
 
     # -- streaming
     def events(self, start: int = 0) -> Iterator[Event]:
@@ -107,15 +123,16 @@ class JobFuture(concurrent.futures.Future):
             self._settle(item)
 
     def _settle(self, end: Finished) -> None:
+        if end.state == "succeeded":
+            self.set_result(None)  # the value itself: see result()
+            return
         try:
-            value = result_of(end)
+            result_of(end)
         except JobCancelled:
             super().cancel()
             self.set_running_or_notify_cancel()
         except BaseException as exc:
             self.set_exception(exc)
-        else:
-            self.set_result(value)
 
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
@@ -292,12 +309,30 @@ class Client(concurrent.futures.Executor):
         return self.submit_job(jobspec.code(code, argv or []), device=device)
 
     def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None,
-                   attach: bool = True) -> JobFuture:
+                   attach: bool = True, group: str | None = None) -> JobFuture:
         future = JobFuture(self)
         future._detached = not attach
         device = self.device if device is None else device
-        self._send_with(lambda: self._core.submit(request, device, attach), future)
+        self._send_with(lambda: self._core.submit(request, device, attach, group), future)
         return future
+
+    def group(self, name: str = "group", *, device: int | None = None) -> JobGroup:
+        """A new group: an Executor whose jobs run, are cancelled and report progress as one
+        (see ``JobGroup``). Inside a job, the group is that job's child."""
+        future = JobFuture(self)
+        self._send("group", future, name=str(name))
+        future.job_id  # the daemon's refusal, if any, raises here
+        return JobGroup(self, future, self.device if device is None else device)
+
+    def map(self, fn: Callable[..., Any], *iterables: Any, timeout: float | None = None,
+            chunksize: int = 1, device: int | None = None) -> Any:
+        """Executor.map over warm workers: the jobs form one group (one cancel, one
+        progress); results in order, raising at the first failing item."""
+        group = self.group(name=f"map {getattr(fn, '__qualname__', None) or 'call'}", device=device)
+        try:
+            return group.map(fn, *iterables, timeout=timeout)  # submits them all before it returns
+        finally:
+            group.close()
 
     def attach(self, job_id: str) -> JobFuture:
         """A future for a job submitted elsewhere: its output so far, the rest live, its result."""

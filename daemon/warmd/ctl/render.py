@@ -8,7 +8,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..client.events import Event, Finished, Gap, Log, Output, Progress, Warming
+from ..client.events import ChildProgress, Event, Finished, Gap, Log, Output, Progress, Warming
+from ..client.group import GroupProgress
 
 
 class JobPrinter:
@@ -20,6 +21,7 @@ class JobPrinter:
         self.bar_shown = False
         self.tty = err.isatty()
         self.warm_step: str | None = None
+        self.children: dict[str, ChildProgress] = {}  # the latest news of each job below this one
 
     def show(self, event: Event) -> None:
         if isinstance(event, Output):
@@ -44,10 +46,19 @@ class JobPrinter:
                 self.err.write(line + "\n")
             self.err.flush()
             self.warm_step = event.step
-        elif isinstance(event, Progress) and self.tty:
-            self.err.write("\r" + progress_bar(event, shutil.get_terminal_size().columns))
-            self.err.flush()
-            self.bar_shown = True
+        elif isinstance(event, ChildProgress):
+            # A job with children (a group, or a job that fans out) gets one bar for them all.
+            self.children[event.child] = event
+            if self.tty:
+                rolled = GroupProgress(event.children_done, event.children_total, self.children)
+                self._bar(group_bar(rolled, event, shutil.get_terminal_size().columns))
+        elif isinstance(event, Progress) and self.tty and not self.children:
+            self._bar(progress_bar(event, shutil.get_terminal_size().columns))
+
+    def _bar(self, line: str) -> None:
+        self.err.write("\r" + line)
+        self.err.flush()
+        self.bar_shown = True
 
     def _clear_bar(self) -> None:
         if self.bar_shown:
@@ -78,13 +89,21 @@ def progress_bar(p: Progress, columns: int) -> str:
     message = f" {p.message}" if p.message else ""
     if p.total:
         frac = max(0.0, min(1.0, p.done / p.total))
-        count = f" {_num(p.done)}/{_num(p.total)}"
-        width = max(10, min(40, columns - len(count) - len(message) - 4))
-        filled = int(frac * width)
-        line = f"[{'#' * filled}{'.' * (width - filled)}]{count}{message}"
-    else:
-        line = f"{_num(p.done)}{message}"
-    return line[: max(1, columns - 1)]
+        return _bar_line(frac, f" {_num(p.done)}/{_num(p.total)}", message, columns)
+    return f"{_num(p.done)}{message}"[: max(1, columns - 1)]
+
+
+def group_bar(rolled: GroupProgress, last: ChildProgress, columns: int) -> str:
+    """One bar for the jobs below: ended ones plus the running ones' own fractions."""
+    where = " ".join(f"{k}={v}" for k, v in last.fields.items()) or last.message
+    count = f" {rolled.done}/{rolled.total} jobs {100 * rolled.fraction:.0f}%"
+    return _bar_line(rolled.fraction, count, f" {where}" if where else "", columns)
+
+
+def _bar_line(frac: float, count: str, message: str, columns: int) -> str:
+    width = max(10, min(40, columns - len(count) - len(message) - 4))
+    filled = int(frac * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}]{count}{message}"[: max(1, columns - 1)]
 
 
 def _num(x: float) -> str:
@@ -140,8 +159,36 @@ def status_text(status: dict[str, Any]) -> str:
 
 
 def jobs_text(jobs: list[dict[str, Any]]) -> str:
+    """The jobs as a tree: each under its group, else its parent, in submission order."""
     now = time.time()
-    rows = [[j["id"], j["state"], j["kind"], j["name"][:40], j["exit_status"], j["worker_pid"],
-             duration((j["finished"] or now) - j["started"]) if j["started"] else "-"]
-            for j in jobs]
-    return table(rows, ["JOB", "STATE", "KIND", "NAME", "EXIT", "WORKER", "TIME"])
+    rows = []
+    for depth, j in job_tree(jobs):
+        children = j.get("children")
+        progress = f"{children['done']}/{children['total']}" if children else _own_progress(j)
+        elapsed = duration((j["finished"] or now) - j["started"]) if j["started"] else "-"
+        rows.append([("  " * (depth - 1) + "└ " if depth else "") + j["id"], j["state"], j["kind"],
+                     j["name"][:40], progress, j["exit_status"], j["worker_pid"], elapsed])
+    return table(rows, ["JOB", "STATE", "KIND", "NAME", "PROGRESS", "EXIT", "WORKER", "TIME"])
+
+
+def job_tree(jobs: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(depth, job) in tree order; a job whose owner is not listed is a root."""
+    ids = {j["id"] for j in jobs}
+    below: dict[str | None, list[dict[str, Any]]] = {}
+    for j in sorted(jobs, key=lambda j: j["submitted"] or 0):
+        owner = j.get("group") or j.get("parent")
+        below.setdefault(owner if owner in ids else None, []).append(j)
+    out: list[tuple[int, dict[str, Any]]] = []
+    stack = [(0, j) for j in reversed(below.get(None, []))]
+    while stack:
+        depth, j = stack.pop()
+        out.append((depth, j))
+        stack.extend((depth + 1, c) for c in reversed(below.get(j["id"], [])))
+    return out
+
+
+def _own_progress(j: dict[str, Any]) -> str | None:
+    p = j.get("progress")
+    if not p:
+        return None
+    return f"{_num(p['done'])}/{_num(p['total'])}" if p.get("total") else _num(p["done"])

@@ -49,6 +49,7 @@ class ClientConnection(BufferedReceiver):
         self.modules: dict[str, ModuleCopy] = {}  # by module name: the latest source it sent
         self.paused = False                   # its socket buffer is over HIGH_WATER
         self.lagging: set[Any] = set()        # jobs whose stream it has fallen behind on
+        self.groups: set[Any] = set()         # groups it opened and has not closed
         self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

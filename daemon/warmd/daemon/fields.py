@@ -112,13 +112,13 @@ def seconds(header: dict[str, Any], key: str) -> float | None:
         raise BadRequest(f"{key}: {exc}") from None
 
 
-def job_ref(header: dict[str, Any]) -> str:
-    """``job``: an id, or a unique prefix of one."""
-    value = header.get("job")
+def job_ref(header: dict[str, Any], key: str = "job") -> str:
+    """``job`` (or ``key``): an id, or a unique prefix of one."""
+    value = header.get(key)
     if not isinstance(value, str) or not value:
-        raise BadRequest(f"job must be a job id (a non-empty string), not {_show(value)}")
+        raise BadRequest(f"{key} must be a job id (a non-empty string), not {_show(value)}")
     if len(value) > MAX_JOB_REF:
-        raise BadRequest(f"job is {len(value)} characters long: no job id is longer than "
+        raise BadRequest(f"{key} is {len(value)} characters long: no job id is longer than "
                          f"{MAX_JOB_REF}")
     return value
 

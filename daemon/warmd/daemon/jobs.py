@@ -51,6 +51,18 @@ class Job:
     modules: tuple[ModuleCopy, ...] = ()                # sources the worker needs before the run
     cancel: Any = None                                  # daemon.cancel.Cancellation while cancelling
     fetched: bool = False
+    # Families (see ``groups``): the running job that submitted this one, the group it joined,
+    # and the jobs that name this one as their group or (having none) their parent.
+    parent: "Job | None" = None
+    group: "Job | None" = None
+    children: list["Job"] = field(default_factory=list)
+    descendants: int = 0            # jobs below this one (groups not counted)
+    descendants_done: int = 0       # of those, the ones that ended
+    progress: dict[str, Any] | None = None  # the latest report of warmd.progress
+    open: bool = False              # a group that still takes jobs
+    needs: tuple["Job", ...] = ()   # jobs whose results this one takes as arguments
+    result_size: int = 0            # the pickled result's bytes at the end of done_frame
+    pins: int = 0                   # queued jobs that need this one's result: kept until they start
 
     def __post_init__(self) -> None:
         self.replay = Replay(self.replay_limit)
@@ -78,7 +90,26 @@ class Job:
                             "submitted": self.submitted, "started": self.started,
                             "finished": self.finished, **header}
         self.done_frame = encode(self.done_header, payload)
+        self.result_size = len(payload)
         return self.done_frame
+
+    @property
+    def result(self) -> memoryview:
+        """The pickled result, as the end frame carries it (a view: no copy is kept)."""
+        frame = memoryview(self.done_frame or b"")
+        return frame[len(frame) - self.result_size:]
+
+    @property
+    def owner(self) -> "Job | None":
+        """The job or group this one is listed under: its group, else its parent."""
+        return self.group or self.parent
+
+    def ancestors(self) -> list["Job"]:
+        out, node = [], self.owner
+        while node is not None:
+            out.append(node)
+            node = node.owner
+        return out
 
     def summary(self) -> dict[str, Any]:
         done = self.done_header or {}
@@ -87,7 +118,12 @@ class Job:
                 "worker_pid": self.worker_pid, "client_pid": self.client_pid, "device": self.device,
                 "exit_status": done.get("exit_status"),
                 "error": (done.get("error") or {}).get("message") if done else None,
-                "events": self.replay.last}
+                "events": self.replay.last,
+                "parent": self.parent.id if self.parent else None,
+                "group": self.group.id if self.group else None,
+                "progress": self.progress,
+                **({"children": {"done": self.descendants_done, "total": self.descendants}}
+                   if self.descendants or self.kind == "group" else {})}
 
 
 class AmbiguousJob(LookupError):
@@ -161,15 +197,17 @@ class JobTable:
         now = time.time() if now is None else now
         if self.ttl:
             # Jobs retire in finishing order, so the expired ones are all at the front.
-            while self.finished:
-                oldest = next(iter(self.finished.values()))
+            for oldest in list(self.finished.values()):
                 if oldest.finished is None or now - oldest.finished < self.ttl:
                     break
-                self._drop(oldest)
+                if not oldest.pins:
+                    self._drop(oldest)
         while len(self.finished) > self.max_jobs or self.finished_bytes > self.max_bytes:
-            victim = next((j for j in self.finished.values() if j.fetched),
-                          next(iter(self.finished.values())))
-            self._drop(victim)
+            # A result a queued job still needs stays until that job has it.
+            kept = [j for j in self.finished.values() if not j.pins]
+            if not kept:
+                break
+            self._drop(next((j for j in kept if j.fetched), kept[0]))
 
     def next_expiry(self) -> float | None:
         if not self.ttl or not self.finished:

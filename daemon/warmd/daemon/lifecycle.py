@@ -8,7 +8,8 @@ import select
 import socket
 from typing import Any, Protocol
 
-from .cancel import Canceller, cancelled_header
+from .cancel import cancelled_header
+from .groups import Families
 from .jobs import Job, JobTable
 from .listener import Listener
 from .notify import Notifier
@@ -29,7 +30,7 @@ class Host(Protocol):
 
 
 class Lifecycle:
-    def __init__(self, host: Host, jobs: JobTable, workers: WorkerPool, cancels: Canceller,
+    def __init__(self, host: Host, jobs: JobTable, workers: WorkerPool, cancels: Families,
                  listener: Listener, notifier: Notifier, notices: WarmupNotices,
                  graces: dict[str, float], idle_exit: float) -> None:
         self.host = host

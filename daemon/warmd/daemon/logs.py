@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import time
 from typing import Any, Callable
 
 # What journald accepts as a field name. LogRecord's own attributes are lowercase, so an
@@ -22,6 +23,7 @@ PRIORITY_CRIT, PRIORITY_ERR, PRIORITY_WARNING, PRIORITY_INFO, PRIORITY_DEBUG = 2
 
 # A job that writes without newlines still reaches the journal in pieces of this size.
 MAX_LINE = 64 * 1024
+PROGRESS_INTERVAL = 1.0  # seconds between a job's progress entries in the journal
 
 
 def under_systemd() -> bool:
@@ -121,6 +123,7 @@ class JobOutputLog:
     def __init__(self) -> None:
         self.enabled = under_systemd() and _journal_available()
         self._partial: dict[tuple[str, str], bytes] = {}
+        self._progress_at: dict[str, float] = {}  # job id -> when its last progress was written
         if self.enabled:
             from systemd import journal
             self._send = journal.send
@@ -145,8 +148,25 @@ class JobOutputLog:
             self._line(job_id, worker_pid, "logging", f"{name}: {message}", _priority(level),
                        LOGGER=name)
 
+    def progress(self, job_id: str, worker_pid: int | None, report: dict[str, Any]) -> None:
+        """A progress report as one entry with its fields (PROGRESS_DONE, PROGRESS_WELL...):
+        at most one a second per job, and always the one that reaches its total."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        done, total = report.get("done"), report.get("total")
+        if now - self._progress_at.get(job_id, -PROGRESS_INTERVAL) < PROGRESS_INTERVAL and done != total:
+            return
+        self._progress_at[job_id] = now
+        fields = {f"PROGRESS_{_field_name(k)}": str(v) for k, v in (report.get("fields") or {}).items()}
+        text = f"progress {done:g}" + (f"/{total:g}" if total is not None else "")
+        text += f" {report['message']}" if report.get("message") else ""
+        self._line(job_id, worker_pid, "progress", text, PRIORITY_INFO, PROGRESS_DONE=str(done),
+                   **({"PROGRESS_TOTAL": str(total)} if total is not None else {}), **fields)
+
     def finished(self, job_id: str, worker_pid: int | None) -> None:
         """Flush a last line that had no newline."""
+        self._progress_at.pop(job_id, None)
         for stream in ("stdout", "stderr"):
             rest = self._partial.pop((job_id, stream), None)
             if rest and self.enabled:
@@ -160,6 +180,11 @@ class JobOutputLog:
         if worker_pid is not None:
             fields["WORKER_PID"] = str(worker_pid)
         self._send(text, **fields, **extra)
+
+
+def _field_name(key: str) -> str:
+    """A progress field's name as journald allows one: A-Z, 0-9 and _."""
+    return re.sub(r"[^A-Z0-9_]", "_", key.upper())[:48]
 
 
 def _priority(level: int) -> int:

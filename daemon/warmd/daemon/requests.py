@@ -15,7 +15,9 @@ from ..protocol import (CLIENT_MESSAGES, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_INTER
                         E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode,
                         source_digest, source_frame)
 from . import fields, streams
-from .cancel import STAGES, Canceller
+from .cancel import STAGES
+from .groups import Families
+from .handoff import Handoff, UnknownNeed
 from .connections import ClientConnection
 from .fields import BadRequest
 from .jobs import AmbiguousJob, Job, JobTable, ModuleCopy
@@ -34,7 +36,8 @@ class Host(Protocol):
     jobs: JobTable
     workers: dict[int, WorkerProcess]
     placement: Placement
-    cancels: Canceller
+    families: Families
+    handoff: Handoff
     stopping: str | None
     warmup_error: str | None
     replay_limit: int
@@ -45,6 +48,8 @@ class Host(Protocol):
     warm_packages: list[str]
 
     def submit(self, job: Job) -> Job: ...
+    def running_job_of(self, pid: int | None) -> Job | None: ...
+    def deadlock(self, parent: Job) -> str | None: ...
     def no_worker_message(self) -> str: ...
     def output_location(self, job: Job) -> str | None: ...
     def status(self) -> dict[str, Any]: ...
@@ -97,9 +102,10 @@ class Requests:
                    "started_by": sup.started_by, "warm_packages": sup.warm_packages,
                    "max_frame": sup.max_payload})
 
-    def _job_or_error(self, conn: ClientConnection, frame: Frame, req: Any) -> Job | None:
+    def _job_or_error(self, conn: ClientConnection, frame: Frame, req: Any,
+                      key: str = "job") -> Job | None:
         """The job a request names by id or unique prefix; else answer with the error."""
-        ref = fields.job_ref(frame.header)
+        ref = fields.job_ref(frame.header, key)
         try:
             job = self.sup.jobs.find(ref)
         except AmbiguousJob as exc:
@@ -170,14 +176,77 @@ class Requests:
         modules = _modules(conn, named)
         if modules:
             run["modules"] = {m.name: m.sha for m in modules}
-        job = sup.submit(Job(sup.jobs.new_id(), kind, run["name"] or kind, run, frame.payload,
-                             conn.pid, device, modules=modules, replay_limit=sup.replay_limit))
+        group = self._open_group(conn, frame, req)
+        if group is False:
+            return
+        try:
+            needs = sup.handoff.resolve(fields.texts(h, "needs"))
+        except UnknownNeed as exc:
+            conn.send({"t": "error", "req": req, "code": E_UNKNOWN_JOB, "job": str(exc),
+                       "message": f"this job takes the result of job {exc}, which this daemon does "
+                                  "not hold (it never existed here or its result expired)"})
+            return
+        if needs:
+            run["results"] = [n.id for n in needs]
+        parent = sup.running_job_of(conn.pid)
+        problem = sup.deadlock(parent) if parent is not None else None
+        if problem:
+            conn.send({"t": "error", "req": req, "code": E_NO_WORKERS, "message": problem})
+            return
+        job = Job(sup.jobs.new_id(), kind, run["name"] or kind, run, frame.payload,
+                  conn.pid, device, modules=modules, replay_limit=sup.replay_limit)
+        sup.families.adopt(job, parent, group)
+        sup.handoff.attach(job, needs)
+        sup.submit(job)
         # The job may already run: the worker got it first. The client learns the id,
         # then the events so far (the batch sends them in one write).
         conn.write(encode({"t": "accepted", "req": req, "job": job.id}))
         if attach:
             self._follow(conn, job, Cursor())
         sup.update_status()
+
+    def _open_group(self, conn: ClientConnection, frame: Frame, req: Any) -> Job | None | bool:
+        """The open group a submit names, None if it names none; False once answered
+        with why it cannot join the one it names."""
+        if frame.header.get("group") is None:
+            return None
+        group = self._job_or_error(conn, frame, req, key="group")
+        if group is None:
+            return False
+        if group.kind != "group" or not group.open:
+            what = "is not a group" if group.kind != "group" else f"is closed ({group.state})"
+            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "job": group.id,
+                       "message": f"job {group.id} {what}: submit into an open group"})
+            return False
+        return group
+
+    def on_group(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        """Open a group: a job that runs nowhere, listing the jobs submitted into it."""
+        sup = self.sup
+        if sup.stopping:
+            conn.send({"t": "error", "req": req, "code": E_SHUTTING_DOWN,
+                       "message": "the daemon is shutting down; open the group again in a moment"})
+            return
+        name = fields.text(frame.header, "name") or "group"
+        attach = fields.boolean(frame.header, "attach", True)
+        group = Job(sup.jobs.new_id(), "group", name, {"kind": "group", "name": name}, b"", conn.pid,
+                    None, replay_limit=sup.replay_limit)
+        sup.families.open_group(group, sup.running_job_of(conn.pid))
+        conn.groups.add(group)
+        conn.send({"t": "group", "req": req, "job": group.id})
+        if attach:
+            self._follow(conn, group, Cursor())
+        sup.update_status()
+
+    def on_group_close(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        group = self._job_or_error(conn, frame, req)
+        if group is None:
+            return
+        if group.kind != "group":
+            raise BadRequest(f"job {group.id} is not a group")
+        conn.groups.discard(group)
+        self.sup.families.close_group(group)
+        conn.send({"t": "group_closed", "req": req, "job": group.id, "state": group.state})
 
     def _follow(self, conn: ClientConnection, job: Job, cursor: Cursor) -> None:
         """Send ``conn`` the job's kept events after ``cursor``, then its end if it has one;
@@ -227,8 +296,8 @@ class Requests:
             return
         h = frame.header
         mode = fields.choice(h, "mode", STAGES, "interrupt")
-        result = self.sup.cancels.cancel(job, mode, fields.seconds(h, "interrupt_grace"),
-                                 fields.seconds(h, "terminate_grace"), (conn, req))
+        result = self.sup.families.cancel(job, mode, fields.seconds(h, "interrupt_grace"),
+                                          fields.seconds(h, "terminate_grace"), (conn, req))
         outcome = {"finished": "already_finished", "removed": "removed_from_queue"}.get(result)
         if outcome:  # else the answer comes when the job's processes are gone
             conn.send({"t": "cancelled", "req": req, "job": job.id, "outcome": outcome,

@@ -24,6 +24,8 @@ from .batch import WriteBatch
 from .cancel import Canceller, cancelled_header
 from .connections import ClientConnection, WorkerConnection
 from .expiry import ResultExpiry
+from .groups import Families
+from .handoff import Handoff
 from .jobs import FAILED, LOST, QUEUED, SUCCEEDED, Job, JobTable
 from .ledger import Ledger
 from .lifecycle import Lifecycle
@@ -76,13 +78,15 @@ class Supervisor:
         self.batch = WriteBatch(self.ledger)  # what one read makes us write, written together
         self.pool = WorkerPool(self, placement, config, notifier.extend_timeout)
         self.workers = self.pool.workers
-        self.scheduler = Scheduler(self.jobs, self.workers, placement, config["workers"]["max_jobs"],
-                                   self.ledger, self.job_event)
         self.cancels = Canceller(self, config["cancel"], self.call_later)
+        self.families = Families(self, self.jobs, self.cancels, self.job_event)
+        self.handoff = Handoff(self.jobs, self.finish_job)
+        self.scheduler = Scheduler(self.jobs, self.pool, placement, config["workers"], self.ledger,
+                                   self.job_event, self.handoff, self.families.started)
         self.expiry = ResultExpiry(self.jobs, self.call_later)
         self.notices = WarmupNotices(self.jobs.queue, self.workers, self.job_event, self.call_later)
         self.frames = WorkerFrames(self, self.pool, self.scheduler, self.notices, joblog, self.files)
-        self.lifecycle = Lifecycle(self, self.jobs, self.pool, self.cancels, listener, notifier,
+        self.lifecycle = Lifecycle(self, self.jobs, self.pool, self.families, listener, notifier,
                                    self.notices, config["cancel"], daemon_cfg["idle_exit"])
         self.requests = Requests(self)
 
@@ -248,8 +252,14 @@ class Supervisor:
         streams.publish(job, job.add_event(fields, payload), len(payload))
 
     def job_progress(self, job: Job, report: dict[str, Any]) -> None:
-        self.job_event(job, {"kind": "progress", "done": report.get("done"),
-                             "total": report.get("total"), "message": report.get("message")})
+        kept = self.families.progress(job, report)
+        self.joblog.progress(job.id, job.worker_pid, kept)
+
+    def running_job_of(self, pid: int | None) -> Job | None:
+        return self.pool.running_job_of(pid)
+
+    def deadlock(self, parent: Job) -> str | None:
+        return self.scheduler.deadlock(parent)
 
     def output_location(self, job: Job) -> str | None:
         """Where a job's whole output is, for a reader told that part of it was dropped."""
@@ -274,6 +284,8 @@ class Supervisor:
         self.ledger.finished(job)
         if job.cancel is not None:
             job.cancel.settle(job)
+        if job.needs:
+            self.handoff.started(job)  # it will never run: what it needed need not be kept
         self.joblog.finished(job.id, job.worker_pid)
         self.files.finished(job.id)
         # Every end goes to the journal (searchable by JOB_ID); a plain log file keeps the
@@ -282,6 +294,9 @@ class Supervisor:
         if log.isEnabledFor(level):
             self._log_end(job, header, level)
         self.jobs.retire(job)
+        self.families.ended(job)
+        if self.handoff.ended(job):
+            self.dispatch()  # jobs that waited for this result may run now
         self.expiry.schedule()
         self.update_status()
         self.check_idle()
@@ -311,6 +326,10 @@ class Supervisor:
         for job in conn.lagging:  # ended jobs it was still catching up with, expired or not
             job.subscribers.pop(conn, None)
         conn.lagging.clear()
+        self.families.forget(conn)
+        for group in list(conn.groups):  # a group its client left open ends with its jobs
+            self.families.close_group(group)
+        conn.groups.clear()
         self.check_idle()
         self.check_stopped()
 

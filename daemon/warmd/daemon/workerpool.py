@@ -26,6 +26,7 @@ from .pool import LIVE, WorkerProcess, WorkerState
 log = logging.getLogger("warmd")
 
 _MAX_BACKOFF = 60.0
+EXTRA_LINGER = 30.0  # seconds an extra worker stays after the parents that wanted it ended
 
 
 class Host(Protocol):
@@ -58,6 +59,7 @@ class WorkerPool:
         self._slots = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._retry_handle: asyncio.TimerHandle | None = None
+        self._trim_handle: asyncio.TimerHandle | None = None
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -72,6 +74,20 @@ class WorkerPool:
 
     def in_state(self, state: WorkerState) -> list[WorkerProcess]:
         return [w for w in self.workers.values() if w.state == state]
+
+    def running_job_of(self, pid: int | None) -> Job | None:
+        """The job running in the process group ``pid`` belongs to, if that is a worker's:
+        how a client inside a job is told apart (its submits become the job's children)."""
+        if pid is None:
+            return None
+        try:
+            pgid = os.getpgid(pid)
+        except OSError:
+            return None
+        worker = self.workers.get(pgid)
+        if worker is None or worker.state != WorkerState.BUSY or worker.job is None:
+            return None
+        return worker.job
 
     # ---------------------------------------------------------------- starting
 
@@ -153,15 +169,38 @@ class WorkerPool:
             worker.state = WorkerState.STOPPING
             proctree.signal_group(worker.pgid, signal.SIGKILL)
 
+    def want_extra(self, extra: Counter) -> None:
+        """Workers wanted beyond the placement (per device) for now: started at once; let go
+        ``EXTRA_LINGER`` seconds after they stop being wanted, so that a front end pressing
+        "Run" again finds them warm."""
+        if extra == self.extra:
+            return
+        grew = bool(extra - self.extra)
+        self.extra = extra
+        if grew:
+            if self._trim_handle is not None:
+                self._trim_handle.cancel()
+                self._trim_handle = None
+            self.fill()
+        elif self._trim_handle is None:
+            self._trim_handle = self._loop.call_later(EXTRA_LINGER, self.trim)
+
     def trim(self) -> None:
-        """Stop idle workers beyond what the placement and the extras now want."""
+        """Stop workers beyond what the placement and the extras now want: those still
+        warming first, then the idle ones started last."""
+        self._trim_handle = None
         surplus = Counter(w.device for w in self.live()) - (self.placement.wanted() + self.extra)
-        for worker in self.in_state(WorkerState.IDLE):
-            if surplus[worker.device] > 0 and worker.held is None:
+        candidates = sorted((w for w in self.live() if w.state != WorkerState.BUSY and w.held is None),
+                            key=lambda w: (w.state != WorkerState.STARTING, -w.spawned))
+        for worker in candidates:
+            if surplus[worker.device] > 0:
                 surplus[worker.device] -= 1
                 log.info("stopping extra worker pid %d: no longer needed", worker.pid,
                          extra={"WORKER_PID": worker.pid})
-                self.stop(worker)
+                if worker.state == WorkerState.STARTING:
+                    self.kill(worker)
+                else:
+                    self.stop(worker)
 
     # ---------------------------------------------------------------- exits
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import builtins
+import io
 import linecache
 import os
 import pickle
@@ -75,7 +76,7 @@ def _dispatch(header: dict[str, Any], payload: bytes, usercode: UserCode) -> Any
         try:
             paths, call = pickle.loads(payload)
             sys.path[:0] = [p for p in paths if p not in sys.path]
-            fn, args, kwargs = cloudpickle.loads(call)
+            fn, args, kwargs = _CallLoader(io.BytesIO(call), usercode.results).load()
         except Exception as exc:
             raise JobLoadError(f"the job could not be unpickled in the worker: "
                                f"{type(exc).__name__}: {exc}. Is the module installed in the "
@@ -104,6 +105,31 @@ _MAX_EXCEPTION = 1 << 20  # a pickled exception larger than this travels as text
 
 class JobLoadError(Exception):
     """The worker could not turn the job's payload into something to run."""
+
+
+class _CallLoader(pickle.Unpickler):
+    """Unpickles a call, putting other jobs' results in place of their references
+    (``warmd.ref``): the client pickled each as a call of ``warmd.client.refs.resolve``,
+    which here means this call's results, each unpickled once."""
+
+    def __init__(self, file: io.BytesIO, results: dict[str, bytes]) -> None:
+        super().__init__(file)
+        self.results = results
+        self.values: dict[str, Any] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("warmd.client.refs", "resolve"):
+            return self.resolve
+        return super().find_class(module, name)
+
+    def resolve(self, job_id: str) -> Any:
+        if job_id not in self.values:
+            if job_id not in self.results:
+                raise JobLoadError(f"the result of job {job_id}, which this call takes, did not "
+                                   "reach the worker (a bug in warmd)")
+            data = self.results[job_id]
+            self.values[job_id] = cloudpickle.loads(data) if data else None
+        return self.values[job_id]
 
 
 class _ProcessState:

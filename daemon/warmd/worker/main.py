@@ -65,10 +65,11 @@ class WorkerContext:
         return self.named
 
     # runtime.JobContext
-    def progress(self, done: float, total: float | None, message: str) -> None:
+    def progress(self, done: float, total: float | None, message: str,
+                 fields: dict[str, Any] | None = None) -> None:
         if self.current_job is not None:
             self.pump.flush_then_send({"t": "progress", "done": done, "total": total,
-                                       "message": str(message)})
+                                       "message": str(message), **({"fields": fields} if fields else {})})
 
     def cancelled(self) -> bool:
         return self.cancel_requested
@@ -165,10 +166,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if frame.type == "source":
             usercode.add_source(frame.header, frame.payload)
+        elif frame.type == "result":
+            usercode.add_result(frame.header, frame.payload)
         elif frame.type == "run":
             job_id = frame.header["job"]
             if job_id in context.read_cancels():
                 context.named.discard(job_id)
+                usercode.clear()
                 pump.flush_then_send(_skipped(job_id))
                 continue
             run_job(frame.header, frame.payload, context, spare, usercode, max_result, gpu=gpu)
@@ -191,7 +195,7 @@ def _wait_for_resume(channel: Channel, usercode: UserCode, waiting: deque[Frame]
             return True
         if frame.type == "source":
             usercode.add_source(frame.header, frame.payload)
-        elif frame.type == "run":
+        elif frame.type in ("result", "run"):
             waiting.append(frame)
 
 

@@ -1,5 +1,8 @@
 """The user's modules as a job's client sent them (by value), importable for real.
 
+Results of other jobs that a call takes by reference arrive the same way
+("result" frames) just before its run, and are dropped after it.
+
 The daemon sends a module's source ("source" frame) once per version; a "run"
 frame names the versions its job needs. Before a call is unpickled, stale copies
 are dropped from ``sys.modules`` and an import hook serves the named sources, so
@@ -48,7 +51,12 @@ class UserCode(importlib.abc.MetaPathFinder):
         self.sources: dict[str, dict[str, Any]] = {}  # by name: the version the daemon sent last
         self.entries: dict[str, dict[str, Any]] = {}  # what the running job may import
         self.loaded: set[str] = set()  # names this hook has loaded: the only ones to check
+        self.results: dict[str, bytes] = {}  # pickled results of other jobs the next run takes
         sys.meta_path.insert(0, self)
+
+    def add_result(self, header: dict[str, Any], payload: bytes) -> None:
+        """Keep a "result" frame: another job's pickled result, which the next run takes."""
+        self.results[header["job"]] = payload
 
     def add_source(self, header: dict[str, Any], source: bytes) -> None:
         """Keep a "source" frame's module version (it replaces the one of the same name)."""
@@ -78,6 +86,7 @@ class UserCode(importlib.abc.MetaPathFinder):
 
     def clear(self) -> None:
         self.entries = {}
+        self.results = {}
 
     def find_spec(self, name, path=None, target=None):
         entry = self.entries.get(name)
