@@ -1,6 +1,5 @@
 """Job functions for the job-group tests. This file is user code: it travels by value."""
 import os
-import signal
 import time
 
 import warmd
@@ -21,29 +20,31 @@ def plate(n, workers_delay=0.0):
         return list(client.map(well, range(n), [workers_delay] * n))
 
 
-def sleeper(marker_dir, i):
-    """A child that records its pid (and a grandchild's) and sleeps until cancelled."""
+def sleeper(i):
+    """A child that starts a grandchild, says both pids in a progress report, and sleeps
+    until cancelled."""
     import subprocess
     import sys
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    with open(os.path.join(marker_dir, f"{i}.pids"), "w") as f:
-        f.write(f"{os.getpid()} {child.pid}\n")
+    warmd.progress(1, 2, "sleeping", pid=os.getpid(), grandchild=child.pid)
     time.sleep(600)
 
 
-def plate_of_sleepers(marker_dir, n):
+def plate_of_sleepers(n):
     with warmd.Client() as client:
-        return list(client.map(sleeper, [marker_dir] * n, range(n)))
+        return list(client.map(sleeper, range(n)))
 
 
-def raise_while_children_run(marker_dir, n):
+def raise_while_children_run(n):
+    """A parent that fails once one of its children is asleep."""
     with warmd.Client() as client:
         group = client.group(name="doomed")
         for i in range(n):
-            group.submit(sleeper, marker_dir, i)
+            group.submit(sleeper, i)
         group.close()
-        while len([f for f in os.listdir(marker_dir) if f.endswith(".pids")]) < min(n, 1):
-            time.sleep(0.05)
+        for event in group.events():
+            if getattr(event, "fields", {}).get("grandchild"):
+                break
         raise RuntimeError("the parent failed")
 
 
@@ -82,5 +83,12 @@ def pid_of_self():
     return os.getpid()
 
 
-def interrupt_self():
-    os.kill(os.getpid(), signal.SIGINT)
+def device_after(delay):
+    time.sleep(delay)
+    return warmd.device()
+
+
+def fail_on(i, bad):
+    if i == bad:
+        raise ValueError(f"well {i} is bad")
+    return i

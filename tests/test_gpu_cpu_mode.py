@@ -21,8 +21,9 @@ import pytest
 import warmd
 from warmd.errors import RequestFailed
 
+from helpers_fakegpu import FAKE_CUPY, fake_gpu_daemon, wait_warm
+
 TESTS = Path(__file__).resolve().parent
-FAKE_CUPY = TESTS / "fake_cupy"
 PLATE = TESTS.parent / "examples" / "plate"
 MiB = 1024**2
 
@@ -76,30 +77,6 @@ def plain_failure():
 
 
 # ---------------------------------------------------------------- helpers
-
-def fake_gpu_daemon(make_daemon, config: str = "", devices: int = 1, memory: int | None = None,
-                    **env: str):
-    d = make_daemon(config, start=False)
-    d.env["PYTHONPATH"] = os.pathsep.join([str(FAKE_CUPY), d.env["PYTHONPATH"]])
-    d.env["FAKE_CUPY_DEVICES"] = str(devices)
-    if memory is not None:
-        d.env["FAKE_CUPY_MEMORY"] = str(memory)
-    d.env.pop("CUDA_VISIBLE_DEVICES", None)
-    d.env.update(env)
-    return d.start()
-
-
-def wait_warm(client, count: int, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = client.status()
-        warm = [w for w in status["workers"] if w["state"] in ("idle", "busy")]
-        if len(warm) >= count and not any(w["state"] == "warming" for w in status["workers"]):
-            return status
-        if time.monotonic() > deadline:
-            raise AssertionError(f"workers did not warm: {status}")
-        time.sleep(0.05)
-
 
 def start_daemon_expecting_failure(tmp_path: Path, config: str, env: dict | None = None):
     cfg = tmp_path / "warmd.toml"

@@ -41,6 +41,10 @@ class RequestFailed(WarmdError):
         super().__init__(message)
         self.code = code
 
+    def __reduce__(self) -> tuple:
+        # Raised in a job (a child refused, say), it reaches the job's client as itself.
+        return type(self), (self.code, str(self))
+
 
 class UnknownJob(RequestFailed):
     """No job with this id is known to the daemon (never existed, or expired)."""
@@ -52,6 +56,9 @@ class AmbiguousJob(RequestFailed):
     def __init__(self, code: str, message: str, candidates: list[str]) -> None:
         super().__init__(code, message)
         self.candidates = candidates
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.code, str(self), self.candidates)
 
 
 class JobLost(WarmdError):

@@ -30,7 +30,7 @@ try:
 except ImportError:  # Debian 12 does not package it: the standard library's json does the same job
     orjson = None
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 PREFIX = struct.Struct(">BBHI")
 DEFAULT_MAX_PAYLOAD = 256 * 1024 * 1024
 MAX_HEADER = 0xFFFF

@@ -37,7 +37,8 @@ with atheris.instrument_imports(include=["warmd"]):
 
 MESSAGES = sorted(CLIENT_MESSAGES) + ["bogus", "event", "done"]
 KEYS = ["t", "req", "job", "kind", "name", "path", "cwd", "argv", "device", "attach", "modules",
-        "since", "mode", "interrupt_grace", "terminate_grace", "sha", "proto", "python"]
+        "since", "mode", "interrupt_grace", "terminate_grace", "sha", "proto", "python", "group",
+        "needs"]
 
 
 class _Handle:
@@ -133,7 +134,9 @@ class Harness:
         ended = sup.submit(Job(sup.jobs.new_id(), "code", "ended", {"kind": "code"}, b"pass", 1, None))
         sup.job_event(ended, {"kind": "stdout"}, b"output\n")
         sup.cancels.cancel(ended, "interrupt", None, None)
-        return sup, [queued.id, ended.id]
+        group = Job(sup.jobs.new_id(), "group", "group", {"kind": "group"}, b"", 1, None)
+        sup.families.open_group(group, None)
+        return sup, [queued.id, ended.id, group.id]
 
     def one_input(self, data: bytes) -> None:
         sup, ids = self.supervisor()

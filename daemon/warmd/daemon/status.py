@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from typing import Any, Protocol
 
 from .._version import __version__
@@ -26,6 +27,7 @@ class Host(Protocol):
     jobs: JobTable
     warmup_error: str | None
     retry_at: float
+    extra_workers: Counter
 
 
 def build(sup: Host) -> dict[str, Any]:
@@ -36,7 +38,9 @@ def build(sup: Host) -> dict[str, Any]:
                    "config": sup.config.source, "stopping": sup.stopping},
         "capacity": {"workers": sup.placement.capacity,
                      "spares": sup.placement.target - sup.placement.capacity,
-                     "mode": "gpu" if sup.placement.gpu else "cpu"},
+                     "mode": "gpu" if sup.placement.gpu else "cpu",
+                     "extra": sum(sup.extra_workers.values()),  # kept warm for waiting parents
+                     "max_extra": sup.config["workers"]["max_extra"]},
         "devices": [d.to_json() for d in sup.placement.devices],
         "workers": [w.describe() for w in sorted(sup.workers.values(), key=lambda w: w.slot)],
         "jobs": sup.jobs.counts(),
@@ -59,10 +63,13 @@ def summary_line(sup: Host) -> str:
     warm = sum(1 for s in states if s in (WorkerState.IDLE, WorkerState.BUSY))
     warming = states.count(WorkerState.STARTING)
     working = min(warm, sup.placement.capacity)
-    spares = warm - working
+    extra = min(sum(sup.extra_workers.values()), warm - working)
+    spares = warm - working - extra
     counts = sup.jobs.counts()
     parts = [f"{working} worker{'s' if working != 1 else ''} warm ({sup.placement.describe()})",
              f"{spares} spare{'s' if spares != 1 else ''}"]
+    if extra:
+        parts.append(f"{extra} extra for waiting parents")
     if warming:
         parts.append(f"{warming} warming")
     parts += [f"{counts['running']} running", f"{counts['queued']} queued", f"{counts['done']} done"]

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections import Counter
 from typing import Any, Callable
 
 import psutil
@@ -115,6 +116,10 @@ class Supervisor:
     @property
     def retry_at(self) -> float:
         return self.pool.retry_at
+
+    @property
+    def extra_workers(self) -> Counter:
+        return self.pool.extra
 
     async def run(self, on_listening: Callable[[], None] = lambda: None) -> int:
         loop = asyncio.get_running_loop()
