@@ -48,3 +48,16 @@ NOW_MAIN = "import time; print(time.monotonic(), flush=True)"
 
 if __name__ == "__main__":
     sys.exit("jobs for bench/run.py; not a program")
+
+
+def busy_wait(i: int, seconds: float) -> int:
+    """One well of a fan-out: ``seconds`` of work (a sleep: the peers share two cores)."""
+    time.sleep(seconds)
+    return i
+
+
+def fan_out(n: int, seconds: float) -> list[int]:
+    """A parent job: maps ``n`` wells over the daemon's warm workers."""
+    import warmd
+    with warmd.Client() as client:
+        return list(client.map(busy_wait, range(n), [seconds] * n))

@@ -87,16 +87,16 @@ def _apply(fn, args):
 
 
 class DaskPeer(Peer):
-    """dask.distributed LocalCluster: processes, one worker, one thread."""
+    """dask.distributed LocalCluster: processes, ``workers`` workers of one thread."""
     name = "dask"
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
         import logging
 
         saved = dict(os.environ)
         from dask.distributed import Client, LocalCluster
         logging.getLogger("distributed").setLevel(logging.ERROR)
-        self.cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+        self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                     dashboard_address=None, silence_logs=logging.ERROR)
         self.client = Client(self.cluster)
         self.client.submit(int, pure=False).result()

@@ -24,12 +24,12 @@ common.setup_environment()
 FULL = {"warmup_calls": 300, "dispatch_calls": 3000, "dispatch_rounds": 5,
         "throughput_jobs": 2000, "throughput_rounds": 3, "pipeline_rounds": 10,
         "cancel_runs": {"cooperative": 200, "stuck": 200, "forced": 200}, "cancel_rounds": 4,
-        "idle_seconds": 60.0, "coldstart_runs": 5}
+        "idle_seconds": 60.0, "coldstart_runs": 5, "fanout_rounds": 10}
 QUICK = {"warmup_calls": 100, "dispatch_calls": 1000, "dispatch_rounds": 2,
          "throughput_jobs": 500, "throughput_rounds": 2, "pipeline_rounds": 3,
          "cancel_runs": {"cooperative": 20, "stuck": 20, "forced": 20}, "cancel_rounds": 2,
-         "idle_seconds": 5.0, "coldstart_runs": 2}
-SECTIONS = ("dispatch", "throughput", "pipeline", "cancel", "idle", "coldstart")
+         "idle_seconds": 5.0, "coldstart_runs": 2, "fanout_rounds": 3}
+SECTIONS = ("dispatch", "throughput", "pipeline", "cancel", "idle", "coldstart", "fanout")
 
 # The targets, checked (never asserted) at the end of a run.
 DISPATCH_P50_VS_POOL = 2.5
@@ -40,6 +40,7 @@ PIPELINE_OVERHEAD_MS = 10.0
 IDLE_CPU_PERCENT = 0.1
 IDLE_WAKEUPS_PER_S = 0.1  # no watchdog outside systemd: nothing should wake the daemon
 IDLE_RSS_MB = 40.0
+FANOUT_EFFICIENCY = 0.9
 
 
 def log(message: str) -> None:
@@ -66,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
 
     import cancel
+    import fanout
     import sections
     run = {"dispatch": sections.dispatch, "throughput": sections.throughput,
            "pipeline": sections.pipeline, "cancel": cancel.cancel, "idle": sections.idle,
-           "coldstart": sections.coldstart}
+           "coldstart": sections.coldstart, "fanout": fanout.fanout}
     info = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "label": args.label,
             "mode": "quick" if args.quick else "full", "machine": common.machine(),
             "versions": common.versions(), "git": _git_head(), "config": cfg}
@@ -214,6 +216,14 @@ def render(info: dict, rows: list[dict]) -> str:
                 for r in sec("coldstart")]
         out += _table(["peer", "p50", "min", "runs", "warmd ÷ this", "note"], body)
         out.append("")
+    if sec("fanout"):
+        r0 = sec("fanout")[0]
+        best = max(r["value"] for r in sec("fanout"))
+        out += [f"## 7. Fan-out: {r0['metric']} (ideal {r0['ideal_ms']:.0f} ms; efficiency = ideal ÷ wall)", ""]
+        out += _table(["peer", "efficiency", "wall p50 ms", "min ms", "runs", "÷ best"],
+                      [[r["peer"], f"{r['value']:.3f}", _f(r["wall_ms"]), _f(r["min_ms"]), str(r["n"]),
+                        _ratio(r["value"], best)] for r in sec("fanout")])
+        out.append("")
     out += ["## Targets", ""] + targets(rows)
     return "\n".join(out)
 
@@ -255,6 +265,11 @@ def targets(rows: list[dict]) -> list[str]:
         check("idle daemon under systemd: no wakeups beyond the watchdog's", sd["wakeups_per_s"] <= need,
               f"{sd['wakeups_per_s']:.2f} wakeups/s with WatchdogSec={sd['watchdog_s']:g} "
               f"(pings need {2 / sd['watchdog_s']:.2f}/s), {sd['value']:.3f}% CPU")
+    for peer in ("warmd: map from a front end", "warmd: map from a parent job"):
+        f = _get(rows, "fanout", peer)
+        if f:
+            check(f"fan-out efficiency at least {FANOUT_EFFICIENCY} ({peer[7:]})", f["value"] >= FANOUT_EFFICIENCY,
+                  f"{f['value']:.3f} ({f['wall_ms']:.0f} ms for an ideal {f['ideal_ms']:.0f} ms)")
     d = _get(rows, "idle", "warmd daemon")
     if d:
         check(f"idle daemon under {IDLE_CPU_PERCENT}% CPU", d["value"] < IDLE_CPU_PERCENT, f"{d['value']:.3f}%")
