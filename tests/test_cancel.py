@@ -16,6 +16,7 @@ from warmd.client.events import Output
 
 import helpers_cancel
 import helpers_jobs
+from helpers_procs import gone
 
 FAST = "[cancel]\ninterrupt_grace = 0.3\nterminate_grace = 0.3\n"
 
@@ -30,16 +31,6 @@ def job_pids(future) -> list[int]:
                 if line.startswith("PIDS") and line.endswith("\n"):
                     return [int(x) for x in line.split()[1:]]
     raise AssertionError(f"job ended before reporting its pids: {future.finished}")
-
-
-def gone(pids: list[int]) -> bool:
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
 
 
 def warm_tokens(client) -> set[str]:

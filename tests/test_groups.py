@@ -11,6 +11,7 @@ import pytest
 import helpers_groups as jobs
 import warmd
 from helpers_fakegpu import fake_gpu_daemon, wait_warm
+from helpers_procs import gone
 from warmd.client.events import ChildProgress
 from warmd.errors import RemoteError, RequestFailed
 
@@ -42,16 +43,6 @@ def sleeping_pids(events, count: int) -> set[int]:
             if len(pids) >= count:
                 break
     return set(pids.values())
-
-
-def gone(pids: set[int]) -> bool:
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
 
 
 # ---------------------------------------------------------------- fan-out from a job
@@ -261,3 +252,38 @@ def test_map_spreads_over_every_device(make_daemon):
         wait_warm(client, 2)
         assert set(client.map(jobs.device_after, [0.2] * 6)) == {0, 1}
         assert set(client.map(jobs.device_after, [0] * 3, device=1)) == {1}
+
+
+# ---------------------------------------------------------------- asyncio
+
+def test_the_async_client_maps_and_groups_as_the_sync_one_does(make_daemon):
+    import asyncio
+
+    from warmd.aio import AsyncClient
+
+    d = make_daemon(FOUR)
+
+    async def main():
+        async with AsyncClient(d.socket, autostart=False) as client:
+            mapped = await client.map(jobs.well, range(4))
+            async with await client.group(name="async plate") as run:
+                first = await run.submit(jobs.well, 10)
+                rest = await run.map(jobs.well, [11, 12])
+            end = await run.wait()
+            sleepers = await client.group(name="async sleepers")
+            for i in range(4):
+                await sleepers.submit(jobs.sleeper, i)
+            await sleepers.close()
+            pids = set()
+            async for event in sleepers.events():
+                if isinstance(event, ChildProgress) and event.fields.get("grandchild"):
+                    pids.add(event.fields["grandchild"])
+                    if len(pids) == 2:
+                        break
+            cancelled = await sleepers.cancel()
+            return mapped, (await first.result())[0], rest, end, run.progress, cancelled, pids
+
+    mapped, first, rest, end, progress, cancelled, pids = asyncio.run(asyncio.wait_for(main(), HANG))
+    assert [i for i, _ in mapped] == [0, 1, 2, 3] and first == 10 and [i for i, _ in rest] == [11, 12]
+    assert end.state == "succeeded" and (progress.done, progress.total) == (3, 3)
+    assert cancelled and gone(pids)

@@ -186,7 +186,10 @@ def test_journal_finds_a_jobs_lines_by_job_id(service):
             "print('first out line', flush=True)\n"
             "print('an err line', file=sys.stderr, flush=True)\n"
             "print('second out line', flush=True)\n"
-            "logging.getLogger('pipeline').error('a logging record')\n")
+            "logging.getLogger('pipeline').error('a logging record')\n"
+            "import warmd\n"
+            "warmd.progress(1, 2, 'half', well='B03', step=1)\n"
+            "warmd.progress(2, 2, 'all', well='B04', step=2)\n")
     done = service.warmctl("submit", "-c", code)
     assert done.returncode == 0, done.stderr
     job_id = done.stdout.strip()
@@ -208,6 +211,12 @@ def test_journal_finds_a_jobs_lines_by_job_id(service):
     assert record["PRIORITY"] == "3" and record["JOB_STREAM"] == "logging"
     stdout_order = [e["MESSAGE"] for e in entries if e.get("JOB_STREAM") == "stdout"]
     assert stdout_order == ["first out line", "second out line"]
+    # Progress, with its fields: the first report, then (within a second) the one reaching
+    # its total.
+    progress = [e for e in entries if e.get("JOB_STREAM") == "progress"]
+    assert [(e["PROGRESS_DONE"], e["PROGRESS_TOTAL"], e["PROGRESS_WELL"], e["PROGRESS_STEP"])
+            for e in progress] == [("1", "2", "B03", "1"), ("2", "2", "B04", "2")]
+    assert progress[0]["MESSAGE"] == "progress 1/2 half"
 
     # The daemon's own record of the job carries its structured fields.
     [end] = [e for e in entries if e.get("JOB_STATE")]

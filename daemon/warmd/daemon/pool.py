@@ -82,6 +82,7 @@ class WorkerProcess:
         return {"slot": self.slot, "pid": self.pid, "pgid": self.pgid, "state": self.state.value,
                 "device": self.device, "token": self.token, "jobs_run": self.jobs_run,
                 "job": self.job.id if self.job else None, "held": self.held.id if self.held else None,
+                "progress": self.job.progress if self.job else None,
                 "warmup_seconds": self.warmup_seconds,
                 "warmup_step": self.warmup_step if self.state == WorkerState.STARTING else None,
                 "warmup_steps": self.warmup_steps, "rss": self.rss(), "error": self.error,
