@@ -141,8 +141,7 @@ def test_structured_progress_of_children_reaches_the_parents_follower_in_order(m
     assert len(by_child) == 4
     for child, seen in by_child.items():
         steps = [(e.state, e.fields.get("phase")) for e in seen]
-        assert steps == [("queued", None), ("running", None), ("running", "load"),
-                         ("running", "done"), ("succeeded", "done")], steps
+        assert steps == [("running", "load"), ("running", "done"), ("succeeded", "done")], steps
         assert len({e.fields.get("well") for e in seen if e.fields}) == 1
     done = [e.children_done for e in news]
     assert done == sorted(done) and done[-1] == 4 and news[-1].children_total == 4

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb("ping", "check that the daemon answers", json_flag=True)
     verb("status", "show the daemon, its workers and job counts", json_flag=True)
-    verb("jobs", "list the jobs the daemon holds", json_flag=True)
+    verb("jobs", "list the jobs the daemon holds, each under its parent or group", json_flag=True)
 
     sp = verb("exec", "run a code string on a warm worker and stream its output")
     sp.add_argument("-c", dest="code", metavar="CODE", required=True, help="Python code to run")
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb("logs", "print the output a job has produced so far", json_flag=True)
     sp.add_argument("job", help="job id, or a unique prefix of one")
 
-    sp = verb("cancel", "cancel a job (interrupt, then terminate, then kill)")
+    sp = verb("cancel", "cancel a job and every job below it (interrupt, then terminate, then kill)")
     sp.add_argument("job", help="job id, or a unique prefix of one")
     sp.add_argument("--force", action="store_true", help="kill at once (SIGKILL to the job's processes)")
     sp.add_argument("--terminate", action="store_true", help="skip the interrupt (SIGTERM, then SIGKILL)")

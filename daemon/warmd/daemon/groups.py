@@ -11,7 +11,8 @@ its owner (its group, else its parent), which makes a tree:
 - A group ends when it is closed (or cancelled) and its jobs have ended:
   succeeded if they all did, failed if any did not, cancelled if it was.
 - Progress rolls up: each ancestor hears a ``child`` event when a job below it
-  is submitted, reports progress or ends, with done/total over its descendants.
+  reports progress or ends, with done/total over its descendants (one event
+  per job at the least: a fan-out of small jobs stays cheap).
 """
 from __future__ import annotations
 
@@ -49,10 +50,10 @@ class Families:
         if owner is None:
             return
         owner.children.append(job)
+        owner.children_left += 1
         if job.kind != "group":
             for node in job.ancestors():
                 node.descendants += 1
-            self._tell_ancestors(job)
 
     def open_group(self, job: Job, parent: Job | None) -> None:
         """``job`` (kind "group") is a new, open group; it runs on no worker."""
@@ -92,17 +93,16 @@ class Families:
 
     # ---------------------------------------------------------------- ends
 
-    def started(self, job: Job) -> None:
-        self._tell_ancestors(job)
-
     def ended(self, job: Job) -> None:
         """``job`` has ended (after its end went out): count it up the tree, cancel what
         it leaves below it, end a group it completes, answer cancels it completes."""
+        if job.owner is not None:
+            job.owner.children_left -= 1
         if job.kind != "group":
             for node in job.ancestors():
                 node.descendants_done += 1
             self._tell_ancestors(job)
-        below = self.unfinished_below(job)
+        below = self.unfinished_below(job) if job.children_left else []
         if below:
             log.info("job %s ended %s with %d job(s) below it still queued or running: cancelling them",
                      job.id, job.state, len(below), extra={"JOB_ID": job.id})
@@ -121,7 +121,7 @@ class Families:
         return out
 
     def _maybe_end_group(self, group: Job) -> None:
-        if group.open or group.finished_state or any(not c.finished_state for c in group.children):
+        if group.open or group.finished_state or group.children_left:
             return
         if group.cancel is not None:
             header = cancelled_header("the group was cancelled")

@@ -58,6 +58,8 @@ class Job:
     children: list["Job"] = field(default_factory=list)
     descendants: int = 0            # jobs below this one (groups not counted)
     descendants_done: int = 0       # of those, the ones that ended
+    queued_below: int = 0           # of those, the ones in the queue now (see JobTable)
+    children_left: int = 0          # children (groups too) that have not ended
     progress: dict[str, Any] | None = None  # the latest report of warmd.progress
     open: bool = False              # a group that still takes jobs
     needs: tuple["Job", ...] = ()   # jobs whose results this one takes as arguments
@@ -155,7 +157,25 @@ class JobTable:
 
     def add(self, job: Job) -> None:
         self.jobs[job.id] = job
-        self.queue.append(job)
+        self._enqueue(job)
+
+    def requeue(self, job: Job) -> None:
+        """A job that never started goes back, first in line."""
+        self._enqueue(job, front=True)
+
+    def _enqueue(self, job: Job, front: bool = False) -> None:
+        # Each ancestor counts the jobs below it in the queue: a parent waiting for its
+        # children is told apart in constant time (see ``scheduler``).
+        if front:
+            self.queue.appendleft(job)
+        else:
+            self.queue.append(job)
+        for node in job.ancestors():
+            node.queued_below += 1
+
+    def _dequeued(self, job: Job) -> None:
+        for node in job.ancestors():
+            node.queued_below -= 1
 
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
@@ -176,15 +196,17 @@ class JobTable:
         for job in self.queue:
             if accepts(job):
                 self.queue.remove(job)
+                self._dequeued(job)
                 return job
         return None
 
     def unqueue(self, job: Job) -> bool:
         try:
             self.queue.remove(job)
-            return True
         except ValueError:
             return False
+        self._dequeued(job)
+        return True
 
     def retire(self, job: Job) -> None:
         """Record a finished job and evict what the bounds no longer allow."""

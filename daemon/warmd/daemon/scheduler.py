@@ -32,8 +32,7 @@ JobEvent = Callable[[Job, dict[str, Any]], None]
 
 class Scheduler:
     def __init__(self, jobs: JobTable, workers: WorkerPool, placement: Placement,
-                 limits: dict[str, Any], ledger: Ledger, job_event: JobEvent, handoff: Handoff,
-                 on_start: Callable[[Job], None]) -> None:
+                 limits: dict[str, Any], ledger: Ledger, job_event: JobEvent, handoff: Handoff) -> None:
         self.jobs = jobs
         self.pool = workers
         self.workers = workers.workers
@@ -43,11 +42,11 @@ class Scheduler:
         self.ledger = ledger
         self.job_event = job_event
         self.handoff = handoff
-        self.on_start = on_start
 
     def dispatch(self) -> None:
         """Hand queued jobs to idle workers, within the running-job capacity."""
-        # Worked out once per call: which parents wait changes only as their children start.
+        # Worked out once per call: which parents wait changes only as their children start,
+        # and a parent exempted a moment too long costs at most max_extra slots.
         exempt = {id(w) for w in self.waiting_parents(self.pool.in_state(WorkerState.BUSY))[:self.max_extra]}
         while self.jobs.queue:
             busy = [w for w in self.workers.values() if w.state == WorkerState.BUSY]
@@ -80,8 +79,7 @@ class Scheduler:
         """Busy workers whose job has jobs queued below it (it may be waiting for them)."""
         if not self.max_extra:
             return []
-        above = {id(a) for job in self.jobs.queue for a in job.ancestors()}
-        return [w for w in busy if w.job is not None and id(w.job) in above]
+        return [w for w in busy if w.job is not None and w.job.queued_below]
 
     def _plan_extra(self) -> None:
         """Keep one more worker warm for each running parent (up to max_extra); the pool lets
@@ -157,4 +155,3 @@ class Scheduler:
         self.ledger.started(job)
         self.job_event(job, {"kind": "state", "state": RUNNING, "worker_pid": worker.pid,
                              "device": worker.device})
-        self.on_start(job)

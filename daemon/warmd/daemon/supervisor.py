@@ -83,7 +83,7 @@ class Supervisor:
         self.families = Families(self, self.jobs, self.cancels, self.job_event)
         self.handoff = Handoff(self.jobs, self.finish_job)
         self.scheduler = Scheduler(self.jobs, self.pool, placement, config["workers"], self.ledger,
-                                   self.job_event, self.handoff, self.families.started)
+                                   self.job_event, self.handoff)
         self.expiry = ResultExpiry(self.jobs, self.call_later)
         self.notices = WarmupNotices(self.jobs.queue, self.workers, self.job_event, self.call_later)
         self.frames = WorkerFrames(self, self.pool, self.scheduler, self.notices, joblog, self.files)
@@ -219,7 +219,7 @@ class Supervisor:
                 self.finish_job(held, cancelled_header(f"cancelled; its worker pid {worker.pid} exited "
                                                        "before it started"))
             else:
-                self.jobs.queue.appendleft(held)  # it never started: first in line again
+                self.jobs.requeue(held)  # it never started: first in line again
         if job is not None:
             self.pool.after_exit(leftovers, lambda: self._job_worker_died(job, worker))
         elif leftovers:
