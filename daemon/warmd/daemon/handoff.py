@@ -55,6 +55,8 @@ class Handoff:
 
     def started(self, job: Job) -> None:
         """``job`` has its results (or ended without them): they need not be kept for it."""
+        if not job.needs:
+            return
         for need in job.needs:
             need.pins -= 1
         job.needs = ()

@@ -219,17 +219,21 @@ class JobTable:
         now = time.time() if now is None else now
         if self.ttl:
             # Jobs retire in finishing order, so the expired ones are all at the front.
-            for oldest in list(self.finished.values()):
+            expired = []
+            for oldest in self.finished.values():
                 if oldest.finished is None or now - oldest.finished < self.ttl:
                     break
                 if not oldest.pins:
-                    self._drop(oldest)
+                    expired.append(oldest)
+            for job in expired:
+                self._drop(job)
         while len(self.finished) > self.max_jobs or self.finished_bytes > self.max_bytes:
             # A result a queued job still needs stays until that job has it.
-            kept = [j for j in self.finished.values() if not j.pins]
-            if not kept:
+            victim = (next((j for j in self.finished.values() if j.fetched and not j.pins), None)
+                      or next((j for j in self.finished.values() if not j.pins), None))
+            if victim is None:
                 break
-            self._drop(next((j for j in kept if j.fetched), kept[0]))
+            self._drop(victim)
 
     def next_expiry(self) -> float | None:
         if not self.ttl or not self.finished:

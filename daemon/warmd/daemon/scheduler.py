@@ -88,7 +88,8 @@ class Scheduler:
             return
         parents = [w for w in self.workers.values()
                    if w.state == WorkerState.BUSY and w.job is not None and w.job.children]
-        self.pool.want_extra(Counter(w.device for w in parents[:self.max_extra]))
+        if parents or self.pool.extra:
+            self.pool.want_extra(Counter(w.device for w in parents[:self.max_extra]))
 
     def deadlock(self, parent: Job) -> str | None:
         """Why a child of ``parent`` could never start, or None. Every worker a job may use is
