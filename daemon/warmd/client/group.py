@@ -24,6 +24,7 @@ class _Client(Protocol):
     def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None,
                    attach: bool = True, group: str | None = None) -> Any: ...
     def cancel(self, job_id: str, mode: str = "interrupt") -> str: ...
+    def wait(self, job_id: str) -> Finished: ...
     def _call(self, message: str, /, **fields: Any) -> Any: ...
 
 
@@ -114,6 +115,8 @@ class JobGroup(concurrent.futures.Executor):
     def wait(self, timeout: float | None = None) -> Finished:
         """Close the group and block until all its jobs have ended; its end record."""
         self.close()
+        if self._future._detached:  # not followed: ask for its end alone
+            return self._client.wait(self.job_id)
         concurrent.futures.wait([self._future], timeout)
         end = self._future.finished
         if end is None:

@@ -316,11 +316,13 @@ class Client(concurrent.futures.Executor):
         self._send_with(lambda: self._core.submit(request, device, attach, group), future)
         return future
 
-    def group(self, name: str = "group", *, device: int | None = None) -> JobGroup:
+    def group(self, name: str = "group", *, device: int | None = None, follow: bool = True) -> JobGroup:
         """A new group: an Executor whose jobs run, are cancelled and report progress as one
-        (see ``JobGroup``). Inside a job, the group is that job's child."""
+        (see ``JobGroup``). Inside a job, the group is that job's child. Without ``follow``
+        this client is not sent the group's events (its ``progress`` stays empty)."""
         future = JobFuture(self)
-        self._send("group", future, name=str(name))
+        future._detached = not follow
+        self._send("group", future, name=str(name), attach=follow)
         future.job_id  # the daemon's refusal, if any, raises here
         return JobGroup(self, future, self.device if device is None else device)
 
@@ -328,7 +330,9 @@ class Client(concurrent.futures.Executor):
             chunksize: int = 1, device: int | None = None) -> Any:
         """Executor.map over warm workers: the jobs form one group (one cancel, one
         progress); results in order, raising at the first failing item."""
-        group = self.group(name=f"map {getattr(fn, '__qualname__', None) or 'call'}", device=device)
+        # Nobody here can read this group's progress: its events are not sent.
+        group = self.group(name=f"map {getattr(fn, '__qualname__', None) or 'call'}", device=device,
+                           follow=False)
         try:
             return group.map(fn, *iterables, timeout=timeout)  # submits them all before it returns
         finally:
