@@ -286,3 +286,32 @@ def test_the_async_client_maps_and_groups_as_the_sync_one_does(make_daemon):
     assert [i for i, _ in mapped] == [0, 1, 2, 3] and first == 10 and [i for i, _ in rest] == [11, 12]
     assert end.state == "succeeded" and (progress.done, progress.total) == (3, 3)
     assert cancelled and gone(pids)
+
+
+def test_warmctl_run_shows_one_bar_for_a_job_that_fans_out(make_daemon, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    d = make_daemon(FOUR)
+    script = tmp_path / "plate.py"
+    script.write_text("import helpers_groups\nprint(len(helpers_groups.plate(4)), 'wells')\n")
+    master, terminal = pty.openpty()  # stderr a terminal: warmctl draws its bar there
+    proc = subprocess.Popen([sys.executable, "-m", "warmd.ctl", "--socket", str(d.socket), "--no-autostart",
+                             "run", str(script)], env=d.env, stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's last writer has gone
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    out, _ = proc.communicate(timeout=HANG)
+    assert proc.returncode == 0 and out.decode().strip() == "4 wells"
+    bars = [b for b in shown.decode(errors="replace").split("\r") if " jobs " in b]
+    assert bars and "4/4 jobs 100%" in bars[-1] and "well=W0" in bars[-1], shown[-500:]

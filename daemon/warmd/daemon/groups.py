@@ -58,6 +58,7 @@ class Families:
     def open_group(self, job: Job, parent: Job | None) -> None:
         """``job`` (kind "group") is a new, open group; it runs on no worker."""
         job.state = RUNNING
+        job.started = job.submitted
         job.open = True
         self.jobs.jobs[job.id] = job
         self.adopt(job, parent, None)
