@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from .client.group import GroupProgress, JobGroup
     from .client.outcome import JobCancelled
     from .client.refs import ResultRef, ref
-    from .client.sync import Client, JobFuture
+    from .client.future import JobFuture
+    from .client.sync import Client
 
 __all__ = ["Client", "JobFuture", "JobGroup", "GroupProgress", "ref", "ResultRef", "JobCancelled", "JobExit", "JobLost", "RemoteError",
            "RequestFailed", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
@@ -40,7 +41,7 @@ __all__ = ["Client", "JobFuture", "JobGroup", "GroupProgress", "ref", "ResultRef
            "Output", "Log", "Progress", "ChildProgress", "StateChange", "Warming", "Gap", "Finished",
            "progress", "cancelled", "device", "xp", "job_id", "__version__"]
 
-_LAZY = {"Client": "client.sync", "JobFuture": "client.sync", "JobCancelled": "client.outcome",
+_LAZY = {"Client": "client.sync", "JobFuture": "client.future", "JobCancelled": "client.outcome",
          "JobGroup": "client.group", "GroupProgress": "client.group", "ref": "client.refs",
          "ResultRef": "client.refs", "ChildProgress": "client.events",
          "Output": "client.events", "Log": "client.events", "Progress": "client.events",

@@ -1,0 +1,141 @@
+"""``JobFuture``: one job as a concurrent.futures.Future, with its id, its event stream, a
+cancel that reaches running jobs, and a result unpickled only when asked for."""
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from ..errors import WarmdError
+from .events import Event, Finished, Output
+from .outcome import JobCancelled, result_of
+
+
+class _Client(Protocol):
+    def cancel(self, job_id: str, mode: str = "interrupt") -> str: ...
+
+
+_STAGE = {False: "interrupt", True: "kill"}
+
+
+class JobFuture(concurrent.futures.Future):
+    """A Future for one job, with its id, its event stream and a cancel that reaches running jobs."""
+
+    def __init__(self, client: _Client) -> None:
+        super().__init__()
+        self._client = client
+        self._accepted = threading.Event()
+        self._detached = False  # submitted without following (warmctl submit)
+        self._job_id: str | None = None
+        self._error: BaseException | None = None
+        self._events: list[Event] = []
+        self._last_seq = 0
+        self._end: Finished | None = None
+        self._stream = threading.Condition()
+        self._loaded = False   # the result is unpickled when first asked for, not on arrival
+        self._value: Any = None
+
+    # -- identity
+    @property
+    def job_id(self) -> str:
+        """The daemon's id for this job (waits for the daemon to accept it)."""
+        self._accepted.wait()
+        if self._job_id is None:
+            raise self._error or WarmdError("the job was not accepted")
+        return self._job_id
+
+    def __warmd_ref__(self) -> str:
+        return self.job_id  # passed to another job, this future stands for its result
+
+    @property
+    def finished(self) -> Finished | None:
+        """The job's end record once it ended: state, exit status, worker pid, warm-up token."""
+        return self._end
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The job's return value, unpickled here on the first call (a future whose result
+        only goes on to other jobs never needs to unpickle it)."""
+        super().result(timeout)
+        with self._stream:
+            if not self._loaded:
+                self._value = result_of(self._end)
+                self._loaded = True
+        return self._value
+
+    # -- streaming
+    def events(self, start: int = 0) -> Iterator[Event]:
+        """The job's output, log, progress and state events from index ``start``, until it ends."""
+        i = start
+        while True:
+            with self._stream:
+                while i >= len(self._events) and self._end is None and self._error is None:
+                    self._stream.wait()
+                batch = self._events[i:]
+                over = self._end is not None or self._error is not None
+            yield from batch
+            i += len(batch)
+            if over and i >= len(self._events):
+                return
+
+    def output(self, stream: str = "stdout") -> str:
+        """All text the job wrote to ``stream`` that this client received (a ``Gap`` event
+        in ``events()`` marks output it missed by reading more slowly than the job wrote)."""
+        with self._stream:
+            return "".join(e.text for e in self._events if isinstance(e, Output) and e.stream == stream)
+
+    # -- cancel
+    def cancel(self, force: bool = False, *, mode: str | None = None) -> bool:
+        """Cancel the job, queued or running; return once its processes are gone.
+
+        True when the job ended cancelled, False when it had already finished.
+        """
+        if self.done():
+            return self.cancelled()
+        outcome = self._client.cancel(self.job_id, mode=mode or _STAGE[force])
+        if outcome in ("cancelled", "removed_from_queue"):
+            with self._stream:
+                while self._end is None and self._error is None:
+                    self._stream.wait()
+            return self.cancelled()
+        return False
+
+    # -- fed by the client's reader thread
+    def _accept(self, job_id: str) -> None:
+        self._job_id = job_id
+        self._accepted.set()
+
+    def _add(self, item: Event | Finished) -> None:
+        with self._stream:
+            if isinstance(item, Finished):
+                if self._end is not None:
+                    return
+                self._end = item
+            else:
+                if item.seq <= self._last_seq:
+                    return  # a replay of what this future already has
+                self._last_seq = item.seq
+                self._events.append(item)
+            self._stream.notify_all()
+        if isinstance(item, Finished):
+            self._settle(item)
+
+    def _settle(self, end: Finished) -> None:
+        if end.state == "succeeded":
+            self.set_result(None)  # the value itself: see result()
+            return
+        try:
+            result_of(end)
+        except JobCancelled:
+            super().cancel()
+            self.set_running_or_notify_cancel()
+        except BaseException as exc:
+            self.set_exception(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._accepted.set()
+        with self._stream:
+            self._stream.notify_all()
+        if not self.done():
+            self.set_exception(exc)
