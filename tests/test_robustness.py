@@ -128,7 +128,7 @@ def read_until(sock: socket.socket, reader: FrameReader, done) -> list:
 def test_module_sources_travel_once_per_connection_and_are_checked(daemon):
     source, path = b"def which():\n    return 'sent'\n", "/nonexistent/userstep.py"
     sha = source_digest(path, source)
-    call = pickle.dumps(([], b"\x80\x02cuserstep\nwhich\n)}\x87."))  # (userstep.which, (), {})
+    call = b"\x80\x02cuserstep\nwhich\n)}\x87."  # (userstep.which, (), {})
 
     def submit(req: int) -> bytes:
         return encode({"t": "submit", "req": req, "kind": "call", "name": "t",
@@ -173,7 +173,7 @@ def test_wrong_protocol_and_python_versions(daemon):
 def test_payload_that_fails_to_unpickle_in_the_worker(daemon):
     call = b"\x80\x02cno_such_module_xyz\nfn\n)}\x87."  # (no_such_module_xyz.fn, (), {})
     with daemon.client() as client:
-        future = client.submit_job(JobRequest("call", "broken", pickle.dumps(([], call))))
+        future = client.submit_job(JobRequest("call", "broken", call))
         with pytest.raises(Exception) as info:
             future.result(timeout=30)
         assert "could not be unpickled" in str(info.value)

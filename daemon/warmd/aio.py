@@ -105,6 +105,7 @@ class AsyncJob:
 class _Connection(BufferedReceiver):
     def __init__(self, client: "AsyncClient") -> None:
         self.client = client
+        self.reader = client._core.reader
 
     def received(self, data: memoryview) -> None:
         self.client._received(data)
@@ -203,7 +204,7 @@ class AsyncClient:
     async def _call(self, message: str, payload: bytes = b"", /, **fields: Any) -> Frame:
         return await self._call_with(lambda: self._core.request(message, payload, **fields))
 
-    async def _call_with(self, encode: Callable[[], tuple[int, bytes]]) -> Frame:
+    async def _call_with(self, encode: Callable[[], tuple[int, list]]) -> Frame:
         if self._broken is not None:
             raise self._broken
         if self._transport is None:
@@ -211,7 +212,8 @@ class AsyncClient:
         req, data = encode()
         waiter = asyncio.get_running_loop().create_future()
         self._requests[req] = waiter
-        self._transport.write(data)
+        for piece in data:  # a large payload as its own piece, not joined to its header
+            self._transport.write(piece)
         return raise_for(await waiter)
 
     def _follow(self, job: AsyncJob) -> AsyncJob:

@@ -10,7 +10,25 @@ import threading
 from typing import Any
 
 from .errors import ProtocolError
-from .protocol import DEFAULT_MAX_PAYLOAD, RECV_SIZE, Frame, FrameReader, encode
+from .protocol import DEFAULT_MAX_PAYLOAD, RECV_SIZE, Frame, FrameReader, Wire, encode_parts
+
+_MAX_IOV = 512  # pieces per sendmsg, well under the kernel's IOV_MAX of 1024
+
+
+def send_wire(sock: socket.socket, data: bytes | Wire) -> None:
+    """Send a frame's bytes, or its pieces with one gathering write each time round (a large
+    payload goes from its own buffer, never joined to its header first)."""
+    if not isinstance(data, list):
+        sock.sendall(data)
+        return
+    pieces = [memoryview(p).cast("B") for p in data if len(p)]
+    while pieces:
+        sent = sock.sendmsg(pieces[:_MAX_IOV])
+        while pieces and sent >= len(pieces[0]):
+            sent -= len(pieces[0])
+            pieces.pop(0)
+        if sent:
+            pieces[0] = pieces[0][sent:]
 
 
 class Channel:
@@ -18,15 +36,16 @@ class Channel:
         self.sock = sock
         self.reader = FrameReader(max_payload)
         self.send_lock = threading.Lock()
+        self._recv_buffer = bytearray(RECV_SIZE)
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
-        data = encode(header, payload)
+        data = encode_parts(header, payload)
         with self.send_lock:
-            self.sock.sendall(data)
+            send_wire(self.sock, data)
 
     def send_locked(self, header: dict[str, Any], payload: bytes = b"") -> None:
         """Send while the caller already holds ``send_lock`` (to keep a run of frames in order)."""
-        self.sock.sendall(encode(header, payload))
+        send_wire(self.sock, encode_parts(header, payload))
 
     def recv(self) -> Frame | None:
         """The next frame, or None at a clean end of stream."""
@@ -34,12 +53,21 @@ class Channel:
             frame = self.reader.next_frame()
             if frame is not None:
                 return frame
-            data = self.sock.recv(RECV_SIZE)
-            if not data:
-                if self.reader.pending:
-                    raise ProtocolError("connection closed in the middle of a frame")
-                return None
-            self.reader.receive_data(data)
+            direct = self.reader.direct_buffer()
+            if direct is not None:  # a large payload: straight into its buffer
+                n = self.sock.recv_into(direct)
+                if n:
+                    self.reader.direct_received(n)
+                    continue
+            else:
+                n = self.sock.recv_into(self._recv_buffer)
+                if n:
+                    with memoryview(self._recv_buffer) as view:
+                        self.reader.receive_data(view[:n])
+                    continue
+            if self.reader.pending:
+                raise ProtocolError("connection closed in the middle of a frame")
+            return None
 
     def close(self) -> None:
         try:

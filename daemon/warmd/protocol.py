@@ -30,7 +30,7 @@ try:
 except ImportError:  # Debian 12 does not package it: the standard library's json does the same job
     orjson = None
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 PREFIX = struct.Struct(">BBHI")
 DEFAULT_MAX_PAYLOAD = 256 * 1024 * 1024
 MAX_HEADER = 0xFFFF
@@ -103,30 +103,87 @@ class Frame:
         return self.header.get(key, default)
 
 
-def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
-    """Serialise one frame. ``header`` must hold "t"."""
+# A payload this large travels as a piece of its own, next to its header, rather than
+# copied into one bytes object with it; and is received straight into its own buffer.
+LARGE = 1 << 16
+
+Wire = list  # a frame's bytes on the wire: pieces (bytes, bytearray, memoryview) sent in order
+
+
+def _head(header: dict[str, Any], payload_size: int) -> bytes:
     head = dump_json(header)
     if len(head) > MAX_HEADER:
         raise ProtocolError(f"frame header of {len(head)} bytes exceeds {MAX_HEADER}")
-    return PREFIX.pack(PROTOCOL_VERSION, 0, len(head), len(payload)) + head + payload
+    return PREFIX.pack(PROTOCOL_VERSION, 0, len(head), payload_size) + head
+
+
+def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """Serialise one frame into one bytes object. ``header`` must hold "t"."""
+    return _head(header, len(payload)) + payload
+
+
+def encode_parts(header: dict[str, Any], payload: bytes | bytearray | memoryview = b"") -> Wire:
+    """Serialise one frame as pieces: a large payload is not copied to join its header."""
+    head = _head(header, len(payload))
+    if len(payload) < LARGE:
+        return [head + payload]
+    return [head, payload]
+
+
+def wire_size(data: bytes | Wire) -> int:
+    return len(data) if not isinstance(data, list) else sum(len(piece) for piece in data)
 
 
 class FrameReader:
-    """Accumulates bytes and yields complete frames; raises ProtocolError on bad input."""
+    """Accumulates bytes and yields complete frames; raises ProtocolError on bad input.
+
+    A large payload (``LARGE`` and up) is received into a buffer of its own, allocated
+    once at its declared size: ``direct_buffer`` offers the rest of it to ``recv_into``,
+    and the frame's payload is that buffer (a bytearray), never copied again.
+    """
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
         self._buf = bytearray()
+        self._big: bytearray | None = None   # the large payload being received
+        self._big_view: memoryview | None = None
+        self._big_filled = 0
+        self._big_header: dict[str, Any] | None = None
 
     def receive_data(self, data: bytes | memoryview) -> None:
+        if self._big is not None:
+            take = min(len(data), len(self._big) - self._big_filled)
+            self._big_view[self._big_filled:self._big_filled + take] = data[:take]
+            self._big_filled += take
+            data = data[take:]
+            if not data:
+                return
         self._buf += data
+
+    def direct_buffer(self) -> memoryview | None:
+        """Where the next bytes go while a large payload is being received, else None."""
+        if self._big is None or self._buf:
+            return None
+        return self._big_view[self._big_filled:]
+
+    def direct_received(self, nbytes: int) -> None:
+        """``nbytes`` were written into ``direct_buffer()``."""
+        self._big_filled += nbytes
 
     @property
     def pending(self) -> int:
         """Bytes received but not yet part of a complete frame (non-zero at EOF = truncated)."""
-        return len(self._buf)
+        return len(self._buf) + self._big_filled + (1 if self._big is not None else 0)
 
     def next_frame(self) -> Frame | None:
+        if self._big is not None:
+            if self._big_filled < len(self._big):
+                return None
+            frame = Frame(self._big_header, self._big)
+            self._big_view.release()
+            self._big = self._big_view = self._big_header = None
+            self._big_filled = 0
+            return frame
         buf = self._buf
         if len(buf) < PREFIX.size:
             return None
@@ -140,16 +197,29 @@ class FrameReader:
             raise ProtocolError("malformed frame prefix (not a warmd client?)")
         if plen > self.max_payload:
             raise ProtocolError(f"frame payload of {plen} bytes exceeds the limit of {self.max_payload}")
-        end = PREFIX.size + hlen + plen
-        if len(buf) < end:
+        start = PREFIX.size + hlen
+        end = start + plen
+        if len(buf) < (start if plen >= LARGE else end):
             return None
         try:
-            header = load_json(buf[PREFIX.size:PREFIX.size + hlen])  # a copy: buf must stay resizable
+            header = load_json(buf[PREFIX.size:start])  # a copy: buf must stay resizable
         except (UnicodeDecodeError, ValueError) as exc:
             raise ProtocolError(f"frame header is not JSON: {exc}") from None
         if not isinstance(header, dict) or not isinstance(header.get("t"), str):
             raise ProtocolError('frame header must be a JSON object with a string "t"')
-        payload = bytes(buf[PREFIX.size + hlen:end])
+        if plen >= LARGE:
+            # From here the payload goes straight into its own buffer; what came with the
+            # header is its first part, and whatever follows it is for later frames.
+            self._big = bytearray(plen)
+            self._big_view = memoryview(self._big)
+            self._big_header = header
+            with memoryview(buf) as view:
+                rest = bytes(view[start:])
+            del buf[:]
+            self.receive_data(rest)
+            return self.next_frame()
+        with memoryview(buf) as view:
+            payload = bytes(view[start:end])
         del buf[:end]
         return Frame(header, payload)
 

@@ -15,7 +15,7 @@ from ..config import parse_seconds
 from ..errors import (AmbiguousJob, DaemonUnavailable, FrameTooLarge, JobLost, ProtocolError,
                       RequestFailed, UnknownJob, VersionMismatch, WarmdError)
 from ..protocol import (DEFAULT_MAX_PAYLOAD, E_AMBIGUOUS_JOB, E_DENIED, E_UNKNOWN_JOB, E_VERSION, Frame,
-                        FrameReader, encode, hello)
+                        FrameReader, Wire, encode, encode_parts, hello)
 from .events import Event, Finished, from_frame
 from .jobspec import JobRequest
 
@@ -46,16 +46,16 @@ class ClientCore:
     def greeting(self) -> bytes:
         return encode(hello(self.client_name, os.getpid()))
 
-    def request(self, message: str, payload: bytes = b"", /, **fields: Any) -> tuple[int, bytes]:
+    def request(self, message: str, payload: bytes = b"", /, **fields: Any) -> tuple[int, Wire]:
         limit = self.welcome.get("max_frame") if self.welcome is not None else None
         if limit and len(payload) > limit:
             raise FrameTooLarge(f"this {message} is {len(payload)} bytes, over the daemon's limit of "
                                 f"{limit} (daemon.max_frame): pass large data by path, not by value")
         req = next(self._req)
-        return req, encode({"t": message, "req": req, **fields}, payload)
+        return req, encode_parts({"t": message, "req": req, **fields}, payload)
 
     def submit(self, request: JobRequest, device: int | None, attach: bool,
-               group: str | None = None) -> tuple[int, bytes]:
+               group: str | None = None) -> tuple[int, Wire]:
         """A "submit" frame, after a "source" frame for each module whose current source this
         connection has not sent yet. The bytes must go out in this order, before any later
         request's: the daemon takes a submit's modules from what the connection sent before it.
@@ -66,7 +66,7 @@ class ClientCore:
             if self._sources_sent.get(module.name) != module.sha:
                 sources.append(module.frame())
                 self._sources_sent[module.name] = module.sha
-        return req, b"".join([*sources, data]) if sources else data
+        return req, [*sources, *data]
 
     def receive_data(self, data: bytes | memoryview) -> list[Delivery]:
         self.reader.receive_data(data)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-import pickle
 import sys
 import types
 from collections import ChainMap
@@ -128,10 +127,13 @@ class UserModules:
 def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules) -> JobRequest:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     needs: list[str] = []
-    inner = dumps((fn, tuple(args), dict(kwargs)), needs)
-    payload = pickle.dumps((modules.sys_path(), inner), protocol=pickle.HIGHEST_PROTOCOL)
-    return JobRequest("call", name, payload, {"needs": needs} if needs else {},
-                      modules=modules.manifest())
+    payload = dumps((fn, tuple(args), dict(kwargs)), needs)
+    # The import directories travel in the header: wrapping the call's pickle with them
+    # would copy a large argument once more.
+    fields: dict[str, Any] = {"paths": modules.sys_path()}
+    if needs:
+        fields["needs"] = needs
+    return JobRequest("call", name, payload, fields, modules=modules.manifest())
 
 
 def script(path: str, argv: list[str]) -> JobRequest:

@@ -7,9 +7,9 @@ import sys
 import threading
 from typing import Any, Callable
 
-from ..channel import Channel
+from ..channel import Channel, send_wire
 from ..errors import DaemonUnavailable, WarmdError
-from ..protocol import RECV_SIZE, Frame
+from ..protocol import RECV_SIZE, Frame, Wire
 from . import jobspec
 from .connect import connect, socket_path
 from .core import ClientCore, JobItem, Reply, cancel_fields, raise_for
@@ -74,13 +74,21 @@ class Client(concurrent.futures.Executor):
     # ---------------------------------------------------------------- I/O thread
     def _read_loop(self) -> None:
         error: BaseException
+        sock, reader, buffer = self._channel.sock, self._core.reader, bytearray(RECV_SIZE)
         try:
             while True:
-                data = self._channel.sock.recv(RECV_SIZE)
-                if not data:
+                direct = reader.direct_buffer()  # a large result goes straight into its buffer
+                n = sock.recv_into(direct if direct is not None else buffer)
+                if not n:
                     error = self._core.eof()
                     break
-                for delivery in self._core.receive_data(data):
+                if direct is not None:
+                    reader.direct_received(n)
+                    deliveries = self._core.receive_data(b"")
+                else:
+                    with memoryview(buffer) as view:
+                        deliveries = self._core.receive_data(view[:n])
+                for delivery in deliveries:
                     self._deliver(delivery)
         except BaseException as exc:  # a protocol error or a reset: fail everything pending
             error = exc if isinstance(exc, WarmdError) else DaemonUnavailable(f"connection to warmd lost: {exc}")
@@ -132,7 +140,7 @@ class Client(concurrent.futures.Executor):
               **fields: Any) -> None:
         self._send_with(lambda: self._core.request(message, payload, **fields), waiter)
 
-    def _send_with(self, encode: Callable[[], tuple[int, bytes]], waiter: _Pending | JobFuture) -> None:
+    def _send_with(self, encode: Callable[[], tuple[int, Wire]], waiter: _Pending | JobFuture) -> None:
         # Encoded and sent under one lock: frames leave in the order the core made them.
         with self._channel.send_lock:
             with self._lock:
@@ -142,7 +150,7 @@ class Client(concurrent.futures.Executor):
                     raise RuntimeError("cannot use a Client after shutdown()")
                 req, data = encode()
                 self._requests[req] = waiter
-            self._channel.sock.sendall(data)
+            send_wire(self._channel.sock, data)
 
     def _follow(self, job_id: str, future: JobFuture) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..protocol import LARGE
 from .ledger import Ledger
 
 
@@ -32,13 +33,13 @@ class WriteBatch:
     def held_bytes(self, conn: Any) -> int:
         return self._sizes.get(conn, 0)
 
-    def release(self, conn: Any) -> bytes:
+    def release(self, conn: Any) -> list:
         """Take back what is held for ``conn``, which is closing: the ledger goes first."""
         if conn not in self._held:
-            return b""
+            return []
         self.ledger.flush(keep_holding=True)
         self._sizes.pop(conn, None)
-        return b"".join(self._held.pop(conn))
+        return _joined(self._held.pop(conn))
 
     def end(self) -> None:
         self.active = False
@@ -50,6 +51,22 @@ class WriteBatch:
         held, self._held = self._held, {}
         self._sizes = {}
         for conn, chunks in held.items():
-            conn.write(b"".join(chunks))
+            conn.write(_joined(chunks))
         if not ledger_first:
             self.ledger.flush()
+
+
+def _joined(chunks: list) -> list:
+    """The chunks as few pieces: small ones joined, a large payload left as it is."""
+    out, small = [], []
+    for chunk in chunks:
+        if len(chunk) < LARGE:
+            small.append(chunk)
+            continue
+        if small:
+            out.append(b"".join(small))
+            small = []
+        out.append(chunk)
+    if small:
+        out.append(b"".join(small))
+    return out

@@ -8,7 +8,7 @@ from typing import Any, Callable, Protocol
 
 from ..credentials import peer_credentials
 from ..errors import ProtocolError, VersionMismatch
-from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, RECV_SIZE, FrameReader, encode
+from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, RECV_SIZE, FrameReader, Wire, encode
 from ..receiver import BufferedReceiver
 from .batch import WriteBatch
 from .jobs import ModuleCopy
@@ -130,18 +130,23 @@ class ClientConnection(BufferedReceiver):
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         self.write(encode(header, payload))
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | Wire) -> None:
+        """A frame's bytes, or its pieces (a large payload is written as it is, unjoined)."""
         if self.closed or self.transport is None:
             return
+        pieces = data if isinstance(data, list) else (data,)
         if self.supervisor.batch.active:
-            self.supervisor.batch.hold(self, data)
+            for piece in pieces:
+                self.supervisor.batch.hold(self, piece)
         else:
-            self.transport.write(data)
+            for piece in pieces:
+                self.transport.write(piece)
 
     def _flush_held(self) -> None:
         held = self.supervisor.batch.release(self)
-        if held and not self.closed and self.transport is not None:
-            self.transport.write(held)
+        if not self.closed and self.transport is not None:
+            for piece in held:
+                self.transport.write(piece)
 
     def close(self) -> None:
         self._flush_held()
@@ -213,9 +218,10 @@ class WorkerConnection(BufferedReceiver):
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         self.write(encode(header, payload))
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | Wire) -> None:
         if self.transport is not None:
-            self.transport.write(data)
+            for piece in data if isinstance(data, list) else (data,):
+                self.transport.write(piece)
 
     def close(self) -> None:
         if self.transport is not None:

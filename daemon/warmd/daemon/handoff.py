@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..protocol import encode
+from ..protocol import encode_parts
 from .jobs import SUCCEEDED, Job, JobTable
 
 MAX_NEEDS = 1024
@@ -49,9 +49,10 @@ class Handoff:
     def ready(job: Job) -> bool:
         return all(n.finished_state for n in job.needs)
 
-    def frames(self, job: Job) -> list[bytes]:
-        """The "result" frames a worker takes in before running ``job``."""
-        return [encode({"t": "result", "job": n.id}, n.result) for n in job.needs]
+    def pieces(self, job: Job) -> list:
+        """The "result" frames a worker takes in before running ``job``, as pieces: each
+        result goes from the bytes the daemon keeps, uncopied."""
+        return [piece for n in job.needs for piece in encode_parts({"t": "result", "job": n.id}, n.result)]
 
     def started(self, job: Job) -> None:
         """``job`` has its results (or ended without them): they need not be kept for it."""

@@ -11,7 +11,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..protocol import encode
+from ..protocol import encode, encode_parts, wire_size
 from .jobids import JobIds
 from .streams import DEFAULT_REPLAY_BYTES, Cursor, Replay
 
@@ -44,7 +44,7 @@ class Job:
     finished: float | None = None
     worker_pid: int | None = None
     replay_limit: int = DEFAULT_REPLAY_BYTES
-    done_frame: bytes | None = None
+    done_frame: bytes | list | None = None  # its pieces (see protocol.encode_parts)
     done_header: dict[str, Any] | None = None
     subscribers: dict[Any, Cursor] = field(default_factory=dict)  # connections streaming events
     waiters: set[Any] = field(default_factory=set)      # connections wanting only "done"
@@ -76,14 +76,14 @@ class Job:
     @property
     def stored_bytes(self) -> int:
         """What the daemon holds for this job: its kept events and its end (with the result)."""
-        return self.replay.bytes + len(self.done_frame or b"")
+        return self.replay.bytes + (wire_size(self.done_frame) if self.done_frame else 0)
 
     def add_event(self, fields: dict[str, Any], payload: bytes = b"") -> bytes:
         frame = encode({"t": "event", "job": self.id, "seq": self.replay.last + 1, **fields}, payload)
         self.replay.add(frame, len(payload))
         return frame
 
-    def finish(self, header: dict[str, Any], payload: bytes = b"") -> bytes:
+    def finish(self, header: dict[str, Any], payload: bytes = b"") -> list:
         self.state = header["state"]
         self.finished = time.time()
         self.payload = b""
@@ -91,15 +91,15 @@ class Job:
         self.done_header = {"t": "done", "job": self.id, "worker_pid": self.worker_pid,
                             "submitted": self.submitted, "started": self.started,
                             "finished": self.finished, **header}
-        self.done_frame = encode(self.done_header, payload)
+        self.done_frame = encode_parts(self.done_header, payload)
         self.result_size = len(payload)
         return self.done_frame
 
     @property
     def result(self) -> memoryview:
         """The pickled result, as the end frame carries it (a view: no copy is kept)."""
-        frame = memoryview(self.done_frame or b"")
-        return frame[len(frame) - self.result_size:]
+        last = memoryview(self.done_frame[-1] if self.done_frame else b"")
+        return last[len(last) - self.result_size:]
 
     @property
     def owner(self) -> "Job | None":

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-from ..protocol import encode
+from ..protocol import encode_parts
 from .handoff import Handoff
 from .jobs import RUNNING, Job, JobTable
 from .ledger import Ledger
@@ -139,11 +139,11 @@ class Scheduler:
 
     def _send_run(self, job: Job, worker: WorkerProcess) -> None:
         # The sources of this job's modules that the worker does not hold yet, then the run.
-        frames = [m.frame for m in job.modules if worker.modules.get(m.name) != m.sha]
+        pieces = [m.frame for m in job.modules if worker.modules.get(m.name) != m.sha]
         worker.modules.update((m.name, m.sha) for m in job.modules)
-        frames += self.handoff.frames(job)
-        frames.append(encode({**job.run_header, "t": "run", "job": job.id}, job.payload))
-        worker.connection.write(b"".join(frames) if len(frames) > 1 else frames[0])
+        pieces += self.handoff.pieces(job)
+        pieces += encode_parts({**job.run_header, "t": "run", "job": job.id}, job.payload)
+        worker.connection.write(pieces if len(pieces) > 1 else pieces[0])
 
     def running(self, job: Job, worker: WorkerProcess) -> None:
         """``job`` runs on ``worker`` now (started, or the held job it went on to)."""

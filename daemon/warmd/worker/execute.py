@@ -74,9 +74,12 @@ def _dispatch(header: dict[str, Any], payload: bytes, usercode: UserCode) -> Any
     if kind == "call":
         usercode.install(header.get("modules") or {})  # MissingSource: a daemon bug, said plainly
         try:
-            paths, call = pickle.loads(payload)
+            paths = header.get("paths") or []
             sys.path[:0] = [p for p in paths if p not in sys.path]
-            fn, args, kwargs = _CallLoader(io.BytesIO(call), usercode.results).load()
+            if usercode.results:  # it takes other jobs' results by reference
+                fn, args, kwargs = _CallLoader(io.BytesIO(payload), usercode.results).load()
+            else:
+                fn, args, kwargs = cloudpickle.loads(payload)
         except Exception as exc:
             raise JobLoadError(f"the job could not be unpickled in the worker: "
                                f"{type(exc).__name__}: {exc}. Is the module installed in the "
