@@ -24,6 +24,7 @@ from .client.outcome import JobCancelled, result_of
 from .errors import DaemonUnavailable, WarmdError
 from .protocol import Frame
 from .receiver import BufferedReceiver
+from .unixtransport import UnixTransport
 
 __all__ = ["AsyncClient", "AsyncJob", "AsyncJobGroup", "JobCancelled"]
 
@@ -139,7 +140,7 @@ class AsyncClient:
         # Connecting may start a daemon (a blocking wait on its ready pipe): keep it off the loop.
         sock = await asyncio.to_thread(connect, self.socket_path, self.autostart, self.daemon_args)
         self._welcome = loop.create_future()
-        self._transport, _ = await loop.connect_accepted_socket(lambda: _Connection(self), sock=sock)
+        self._transport = UnixTransport(loop, sock, _Connection(self))
         self._transport.write(self._core.greeting())
         await self._welcome
         self._modules.warm_packages = frozenset(self._core.welcome.get("warm_packages", ()))

@@ -20,6 +20,7 @@ import psutil
 from .._version import __version__
 from ..config import Config
 from ..protocol import cloudpickle_version, python_version
+from ..unixtransport import UnixServer
 from . import status, streams
 from .batch import WriteBatch
 from .cancel import Canceller, cancelled_header
@@ -73,7 +74,7 @@ class Supervisor:
         self.warm_packages = sorted({name.split(":")[0].split(".")[0]
                                      for name in (*warmup["import"], *warmup["hooks"])})
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._server: UnixServer | None = None
         self._clients_gone: asyncio.Event | None = None  # set while the stopped daemon drains
         self.ledger = Ledger.beside(listener.path)  # running jobs, for the next daemon after a crash
         self.batch = WriteBatch(self.ledger)  # what one read makes us write, written together
@@ -147,8 +148,8 @@ class Supervisor:
     async def serve(self) -> None:
         # On a duplicate: closing the server to stop accepting must leave the listener itself
         # open, so that an idle stop can be taken back and the socket still be told apart.
-        self._server = await self._loop.create_unix_server(
-            lambda: ClientConnection(self, self.max_payload), sock=self.listener.sock.dup())
+        self._server = UnixServer(self._loop, self.listener.sock.dup(),
+                                  lambda: ClientConnection(self, self.max_payload))
 
     def stop_serving(self) -> None:
         if self._server is not None:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol
 import psutil
 
 from .. import proctree
+from ..unixtransport import UnixTransport
 from . import pool
 from .jobs import Job
 from .placement import Placement
@@ -114,15 +115,11 @@ class WorkerPool:
         self.workers[worker.pid] = worker
         log.info("started worker pid %d%s", worker.pid, self.placement.label(device),
                  extra={"WORKER_PID": worker.pid})
-        self._loop.create_task(self._connect(worker))
+        UnixTransport(self._loop, worker.sock, self.host.worker_connection(worker))
         timeout = self.limits["warmup_timeout"]
         if timeout:
             self._loop.call_later(timeout, self._warmup_deadline, worker)
         self.extend_timeout(timeout or 600)
-
-    async def _connect(self, worker: WorkerProcess) -> None:
-        await self._loop.connect_accepted_socket(lambda: self.host.worker_connection(worker),
-                                                 sock=worker.sock)
 
     def connected(self, worker: WorkerProcess) -> None:
         worker.connection.send({"t": "warmup", "imports": list(self.warmup["import"]),
