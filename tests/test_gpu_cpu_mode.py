@@ -252,6 +252,25 @@ def test_workers_are_pinned_one_per_device_and_status_shows_them(make_daemon):
     assert "devices: GPU0 Fake GPU 0" in text and "gpu1" in text
 
 
+def device_arrays():
+    import cupy
+    return {"plain": cupy.arange(6), "nested": [cupy.ones((2, 3)), ("x", cupy.zeros(2))]}
+
+
+def test_a_gpu_array_in_a_result_comes_back_as_a_host_array(make_daemon):
+    import numpy as np
+
+    d = fake_gpu_daemon(make_daemon, "[workers]\nspares = 0\n")
+    with d.client() as client:  # this process has no cupy: the fake is only on the workers' path
+        result = client.submit(device_arrays).result(timeout=30)
+    assert "cupy" not in sys.modules
+    assert isinstance(result["plain"], np.ndarray) and result["plain"].tolist() == list(range(6))
+    ones, (label, zeros) = result["nested"]
+    assert isinstance(ones, np.ndarray) and ones.shape == (2, 3) and ones.sum() == 6
+    assert label == "x" and isinstance(zeros, np.ndarray) and zeros.tolist() == [0, 0]
+    assert ones.flags.writeable
+
+
 def test_each_job_reports_its_peak_and_the_memory_goes_back_to_the_pool(make_daemon):
     # debug: outside the journal a succeeded job's end is logged at debug level
     d = fake_gpu_daemon(make_daemon, '[daemon]\nlog_level = "debug"\n[workers]\nspares = 0\n')

@@ -47,3 +47,9 @@ def invalid_device():
     """A CUDA runtime error that is not sticky: the worker is still recycled, to be safe."""
     import cupy
     cupy.cuda.runtime.setDevice(cupy.cuda.runtime.getDeviceCount() + 7)
+
+
+def device_result(n):
+    """A result held in device memory."""
+    import cupy
+    return cupy.arange(n, dtype=cupy.float32) * 2

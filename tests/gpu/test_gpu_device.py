@@ -14,7 +14,7 @@ import pytest
 
 from warmd.gpu.inventory import probe
 
-from gpu_jobs import allocate, first_kernel, illegal_address, invalid_device, pinned_device
+from gpu_jobs import allocate, device_result, first_kernel, illegal_address, invalid_device, pinned_device
 
 MiB = 1024**2
 PLATE = Path(__file__).resolve().parents[2] / "examples" / "plate"
@@ -110,3 +110,13 @@ def test_the_plate_pipeline_gives_the_cpu_numbers_on_the_gpu(make_daemon, monkey
         assert gpu["mean_area"] == pytest.approx(cpu["mean_area"], rel=1e-3)
         assert gpu["intensity"] == pytest.approx(cpu["intensity"], rel=1e-3)
     record_property("plate_wells", remote["wells"])
+
+
+def test_a_device_array_in_a_result_arrives_as_a_numpy_array(make_daemon):
+    import numpy as np
+
+    d = make_daemon("[workers]\nspares = 0\n")
+    with d.client() as client:
+        result = client.submit(device_result, 1 << 20).result(timeout=120)
+    assert type(result) is np.ndarray and result.dtype == np.float32
+    assert result[:3].tolist() == [0.0, 2.0, 4.0] and result.flags.writeable

@@ -15,6 +15,7 @@ from typing import Any
 import cloudpickle
 
 from ..codepaths import is_user_module
+from . import resultpickle
 from .usercode import UserCode
 
 
@@ -55,7 +56,7 @@ def run(header: dict[str, Any], payload: bytes, is_cancelled, usercode: UserCode
         usercode.clear()
         saved.restore()
     try:
-        data = cloudpickle.dumps(result) if header.get("kind") == "call" else b""
+        data = resultpickle.dumps(result) if header.get("kind") == "call" else b""
     except Exception as exc:
         return Outcome("failed", 1, {"type": "PicklingError",
                                      "message": f"the job's result could not be pickled: {exc}",
