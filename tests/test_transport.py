@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import os
 import socket
+import time
 from contextlib import ExitStack
 
 import psutil
@@ -73,3 +74,31 @@ def test_clients_that_stop_reading_a_large_result_hold_up_nobody_and_cost_no_cop
         # What the stalled readers have not taken waits as the job's own kept bytes: copied
         # for each of them, it would be 4 x 64 MiB more.
         assert process.memory_info().rss < 3 * 64 * MiB
+
+
+def _settles_at(read, expected: int, timeout: float = 10.0) -> bool:
+    """Whether ``read()`` comes back to ``expected``: the daemon closes a connection when its
+    loop gets to the hang-up, a moment after the client's close, and says nothing of it."""
+    deadline = time.monotonic() + timeout
+    while read() != expected:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_client_gone_in_the_middle_of_a_large_frame_leaves_nothing_behind(daemon):
+    process = psutil.Process(daemon.pid)
+    keeper = daemon.client()  # one connection throughout, and the job ledger open
+    keeper.submit(fill, 1).result(timeout=60)
+    fds, rss = process.num_fds(), process.memory_info().rss
+    frame = encode({"t": "submit", "req": 1, "kind": "code"}, b"#" * (200 * MiB))
+    for _ in range(3):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(daemon.socket))
+            s.sendall(encode(hello("test", os.getpid())) + frame[:len(frame) // 2])
+        assert keeper.submit(fill, 2).result(timeout=60) == b"\1\1"  # served after it
+    assert _settles_at(process.num_fds, fds), (process.num_fds(), fds)
+    keeper.close()
+    assert process.memory_info().rss < rss + 150 * MiB  # not three 200 MiB buffers kept
+    assert "in the middle of a frame" in daemon.log_text()

@@ -106,7 +106,6 @@ class AsyncJob:
 class _Connection(BufferedReceiver):
     def __init__(self, client: "AsyncClient") -> None:
         self.client = client
-        self.reader = client._core.reader
 
     def received(self, data: memoryview) -> None:
         self.client._received(data)

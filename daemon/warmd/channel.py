@@ -53,18 +53,11 @@ class Channel:
             frame = self.reader.next_frame()
             if frame is not None:
                 return frame
-            direct = self.reader.direct_buffer()
-            if direct is not None:  # a large payload: straight into its buffer
-                n = self.sock.recv_into(direct)
-                if n:
-                    self.reader.direct_received(n)
-                    continue
-            else:
-                n = self.sock.recv_into(self._recv_buffer)
-                if n:
-                    with memoryview(self._recv_buffer) as view:
-                        self.reader.receive_data(view[:n])
-                    continue
+            n = self.sock.recv_into(self._recv_buffer)
+            if n:
+                with memoryview(self._recv_buffer) as view:
+                    self.reader.receive_data(view[:n])
+                continue
             if self.reader.pending:
                 raise ProtocolError("connection closed in the middle of a frame")
             return None

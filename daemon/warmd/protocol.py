@@ -104,7 +104,7 @@ class Frame:
 
 
 # A payload this large travels as a piece of its own, next to its header, rather than
-# copied into one bytes object with it; and is received straight into its own buffer.
+# copied into one bytes object with it; and is received into a buffer of its own.
 LARGE = 1 << 16
 
 Wire = list  # a frame's bytes on the wire: pieces (bytes, bytearray, memoryview) sent in order
@@ -137,52 +137,40 @@ def wire_size(data: bytes | Wire) -> int:
 class FrameReader:
     """Accumulates bytes and yields complete frames; raises ProtocolError on bad input.
 
-    A large payload (``LARGE`` and up) is received into a buffer of its own, allocated
-    once at its declared size: ``direct_buffer`` offers the rest of it to ``recv_into``,
-    and the frame's payload is that buffer (a bytearray), never copied again.
+    A large payload (``LARGE`` and up) is collected in a buffer of its own as its bytes
+    arrive, and the frame's payload is that buffer (a bytearray), never copied again.
+    It grows with what was received, not with what the header declares: a peer that
+    declares a large frame and sends nothing costs nothing.
     """
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_payload = max_payload
         self._buf = bytearray()
         self._big: bytearray | None = None   # the large payload being received
-        self._big_view: memoryview | None = None
-        self._big_filled = 0
+        self._big_size = 0
         self._big_header: dict[str, Any] | None = None
 
     def receive_data(self, data: bytes | memoryview) -> None:
         if self._big is not None:
-            take = min(len(data), len(self._big) - self._big_filled)
-            self._big_view[self._big_filled:self._big_filled + take] = data[:take]
-            self._big_filled += take
-            data = data[take:]
-            if not data:
+            take = self._big_size - len(self._big)
+            if len(data) <= take:
+                self._big += data
                 return
+            self._big += data[:take]
+            data = data[take:]
         self._buf += data
-
-    def direct_buffer(self) -> memoryview | None:
-        """Where the next bytes go while a large payload is being received, else None."""
-        if self._big is None or self._buf:
-            return None
-        return self._big_view[self._big_filled:]
-
-    def direct_received(self, nbytes: int) -> None:
-        """``nbytes`` were written into ``direct_buffer()``."""
-        self._big_filled += nbytes
 
     @property
     def pending(self) -> int:
         """Bytes received but not yet part of a complete frame (non-zero at EOF = truncated)."""
-        return len(self._buf) + self._big_filled + (1 if self._big is not None else 0)
+        return len(self._buf) + (len(self._big) + 1 if self._big is not None else 0)
 
     def next_frame(self) -> Frame | None:
         if self._big is not None:
-            if self._big_filled < len(self._big):
+            if len(self._big) < self._big_size:
                 return None
             frame = Frame(self._big_header, self._big)
-            self._big_view.release()
-            self._big = self._big_view = self._big_header = None
-            self._big_filled = 0
+            self._big = self._big_header = None
             return frame
         buf = self._buf
         if len(buf) < PREFIX.size:
@@ -208,11 +196,9 @@ class FrameReader:
         if not isinstance(header, dict) or not isinstance(header.get("t"), str):
             raise ProtocolError('frame header must be a JSON object with a string "t"')
         if plen >= LARGE:
-            # From here the payload goes straight into its own buffer; what came with the
-            # header is its first part, and whatever follows it is for later frames.
-            self._big = bytearray(plen)
-            self._big_view = memoryview(self._big)
-            self._big_header = header
+            # From here the payload collects in its own buffer; what came with the header
+            # is its first part, and whatever follows it is for later frames.
+            self._big, self._big_size, self._big_header = bytearray(), plen, header
             with memoryview(buf) as view:
                 rest = bytes(view[start:])
             del buf[:]

@@ -97,7 +97,7 @@ class UnixTransport(asyncio.Transport):
         if self._eof:
             raise RuntimeError("cannot write() after write_eof()")
         if self._lost or not len(data):
-            return
+            return  # after a close that had nothing left to send, or a lost connection
         view = memoryview(data).cast("B")
         if not self._pending:
             try:
@@ -212,8 +212,9 @@ class UnixTransport(asyncio.Transport):
 
     def _connection_lost(self, exc: BaseException | None) -> None:
         self._loop.remove_writer(self._fd)
+        protocol, self._protocol = self._protocol, None  # no cycle keeps its buffers alive
         try:
-            self._protocol.connection_lost(exc)
+            protocol.connection_lost(exc)
         finally:
             self._sock.close()
 

@@ -74,20 +74,15 @@ class Client(concurrent.futures.Executor):
     # ---------------------------------------------------------------- I/O thread
     def _read_loop(self) -> None:
         error: BaseException
-        sock, reader, buffer = self._channel.sock, self._core.reader, bytearray(RECV_SIZE)
+        sock, buffer = self._channel.sock, bytearray(RECV_SIZE)
         try:
             while True:
-                direct = reader.direct_buffer()  # a large result goes straight into its buffer
-                n = sock.recv_into(direct if direct is not None else buffer)
+                n = sock.recv_into(buffer)
                 if not n:
                     error = self._core.eof()
                     break
-                if direct is not None:
-                    reader.direct_received(n)
-                    deliveries = self._core.receive_data(b"")
-                else:
-                    with memoryview(buffer) as view:
-                        deliveries = self._core.receive_data(view[:n])
+                with memoryview(buffer) as view:
+                    deliveries = self._core.receive_data(view[:n])
                 for delivery in deliveries:
                     self._deliver(delivery)
         except BaseException as exc:  # a protocol error or a reset: fail everything pending
