@@ -1,12 +1,15 @@
-"""Large numpy arrays through warmd's in-band frames, against a ProcessPoolExecutor held open.
+"""8. Large arrays: a numpy array in as an argument and the same array out as the result.
 
-    .venv/bin/python bench/arrays.py [--sizes 1,64,200] [--rounds 5]
+    bench/.venv/bin/python bench/run.py --only arrays        # as a section of make bench
+    .venv/bin/python bench/arrays.py [--sizes 1,64,1024] [--rounds 3]
 
-For each size (MiB): an argument in (the job returns its length), a result out (the
-job makes the array), and a round trip (the same array in and out), median of the
-rounds, in MB/s of array bytes moved; and the daemon's peak RSS above its start
-during the size's runs. Results are retained by the daemon (daemon.result_max_bytes),
-which the RSS figure includes.
+For each size (MiB), MB/s of array bytes moved both ways (2 x size / wall), median
+of interleaved rounds, for: warmd (in-band frames), a ProcessPoolExecutor held
+open, multiprocessing.shared_memory by hand (the array copied into a block, the
+worker copies it into a second block it returns by name), and the memcpy floor
+(the two copies alone). The daemon's peak RSS above its start is taken during
+warmd's runs of each size; results it retains for late readers
+(daemon.result_max_bytes) count in it.
 """
 from __future__ import annotations
 
@@ -17,65 +20,111 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import shared_memory
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from warmd.testing import LocalDaemon
 
 MB = 10**6
-
-
-def make(n: int) -> "np.ndarray":
-    return np.ones(n, dtype=np.uint8)
+CONFIG = '[daemon]\nmax_frame = "2GiB"\nresult_max_bytes = "2GiB"\n[workers]\ncount = 1\nspares = 0\n'
 
 
 def echo(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def size_of(a: np.ndarray) -> int:
-    return a.nbytes
+def shm_echo(name: str, nbytes: int) -> str:
+    """The worker's half of the by-hand version: map the block, copy it into a new one."""
+    src = shared_memory.SharedMemory(name)
+    out = shared_memory.SharedMemory(create=True, size=nbytes)
+    np.frombuffer(out.buf, np.uint8)[:] = np.frombuffer(src.buf, np.uint8)
+    src.close()
+    out.close()
+    return out.name
 
 
-def _rates(run, arr: np.ndarray, rounds: int) -> tuple[float, float, float]:
-    n = arr.nbytes
-    ins, outs, trips = [], [], []
-    for _ in range(rounds):
-        t = time.perf_counter(); run(size_of, arr); ins.append(time.perf_counter() - t)
-        t = time.perf_counter(); run(make, n); outs.append(time.perf_counter() - t)
-        t = time.perf_counter(); run(echo, arr); trips.append(time.perf_counter() - t)
-    med = statistics.median
-    return n / med(ins) / MB, n / med(outs) / MB, 2 * n / med(trips) / MB
+def _shm_round_trip(pool: ProcessPoolExecutor, arr: np.ndarray) -> np.ndarray:
+    block = shared_memory.SharedMemory(create=True, size=arr.nbytes)
+    np.frombuffer(block.buf, np.uint8)[:] = arr
+    name = pool.submit(shm_echo, block.name, arr.nbytes).result()
+    block.close()
+    block.unlink()
+    back = shared_memory.SharedMemory(name)
+    result = np.frombuffer(back.buf, np.uint8).copy()  # a plain array the caller owns
+    back.close()
+    back.unlink()
+    return result
+
+
+def _memcpy(arr: np.ndarray) -> np.ndarray:
+    middle = np.empty_like(arr)
+    np.copyto(middle, arr)
+    out = np.empty_like(arr)
+    np.copyto(out, middle)
+    return out
+
+
+def _row(peer: str, mib: float, walls: list[float], **extra: Any) -> dict:
+    return {"section": "arrays", "metric": f"{mib:g} MiB round trip", "peer": peer,
+            "value": 2 * mib * 2**20 / statistics.median(walls) / MB, "unit": "MB/s",
+            "wall_ms": statistics.median(walls) * 1000, "n": len(walls), "mib": mib, **extra}
+
+
+def arrays(cfg: dict, log: Callable[[str], None]) -> list[dict]:
+    sizes, rounds = cfg["array_sizes_mib"], cfg["array_rounds"]
+    rows: list[dict] = []
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(int).result()
+    root = Path(tempfile.mkdtemp(prefix="wdb-arrays-", dir="/tmp"))
+    try:
+        with LocalDaemon(root, CONFIG, ("--log-level", "warning"),
+                         pythonpath=(Path(__file__).resolve().parent,), remove_root=True) as daemon:
+            with daemon.client() as client:
+                client.submit(int).result()
+                for mib in sizes:
+                    arr = np.ones(int(mib * 2**20), dtype=np.uint8)
+                    runs: dict[str, Callable[[], Any]] = {
+                        "warmd": lambda: client.submit(echo, arr).result(),
+                        "ProcessPoolExecutor": lambda: pool.submit(echo, arr).result(),
+                        "shared_memory by hand": lambda: _shm_round_trip(pool, arr),
+                        "floor: two memcpy": lambda: _memcpy(arr)}
+                    walls: dict[str, list[float]] = {name: [] for name in runs}
+                    daemon.reset_peak_rss()
+                    base = daemon.rss()
+                    for run in runs.values():  # once each, not counted: imports, first faults
+                        run()
+                    for _ in range(rounds):
+                        for name, run in runs.items():
+                            t = time.perf_counter()
+                            out = run()
+                            walls[name].append(time.perf_counter() - t)
+                            assert out.nbytes == arr.nbytes, name
+                            del out
+                    peak = (daemon.peak_rss() - base) / 2**20
+                    for name, values in walls.items():
+                        extra = {"daemon_rss_mib": peak} if name == "warmd" else {}
+                        rows.append(_row(name, mib, values, **extra))
+                    log(f"  arrays {mib:g} MiB done")
+    finally:
+        pool.shutdown()
+    return rows
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="1,64,200", help="array sizes in MiB, comma-separated")
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--sizes", default="1,64,1024", help="array sizes in MiB, comma-separated")
+    p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    sizes = [int(float(s) * 2**20) for s in args.sizes.split(",")]
-    root = Path(tempfile.mkdtemp(prefix="wdb-arrays-", dir="/tmp"))
-    config = '[daemon]\nmax_frame = "1GiB"\n[workers]\ncount = 1\nspares = 0\n'
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    pool.submit(int).result()
-    with LocalDaemon(root, config, ("--log-level", "warning"),
-                     pythonpath=(Path(__file__).resolve().parent,), remove_root=True) as daemon:
-        with daemon.client() as client:
-            client.submit(int).result()
-            print("| MiB | peer | argument MB/s | result MB/s | round trip MB/s | daemon peak RSS +MiB |")
-            print("|---|---|---|---|---|---|")
-            for n in sizes:
-                arr = np.ones(n, dtype=np.uint8)
-                daemon.reset_peak_rss()
-                base = daemon.rss()
-                w = _rates(lambda fn, a: client.submit(fn, a).result(), arr, args.rounds)
-                peak = (daemon.peak_rss() - base) / 2**20
-                ppe = _rates(lambda fn, a: pool.submit(fn, a).result(), arr, args.rounds)
-                print(f"| {n / 2**20:g} | warmd | {w[0]:.0f} | {w[1]:.0f} | {w[2]:.0f} | {peak:.0f} |")
-                print(f"| {n / 2**20:g} | ProcessPoolExecutor | {ppe[0]:.0f} | {ppe[1]:.0f} | {ppe[2]:.0f} | - |")
-                sys.stdout.flush()
-    pool.shutdown()
+    rows = arrays({"array_sizes_mib": [float(s) for s in args.sizes.split(",")],
+                   "array_rounds": args.rounds}, lambda m: print(m, file=sys.stderr))
+    print("| MiB | peer | round trip MB/s | wall ms | daemon peak RSS +MiB |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        rss = f"{r['daemon_rss_mib']:.0f}" if "daemon_rss_mib" in r else "-"
+        print(f"| {r['mib']:g} | {r['peer']} | {r['value']:.0f} | {r['wall_ms']:.0f} | {rss} |")
     return 0
 
 

@@ -24,12 +24,14 @@ common.setup_environment()
 FULL = {"warmup_calls": 300, "dispatch_calls": 3000, "dispatch_rounds": 5,
         "throughput_jobs": 2000, "throughput_rounds": 3, "pipeline_rounds": 10,
         "cancel_runs": {"cooperative": 200, "stuck": 200, "forced": 200}, "cancel_rounds": 4,
-        "idle_seconds": 60.0, "coldstart_runs": 5, "fanout_rounds": 10}
+        "idle_seconds": 60.0, "coldstart_runs": 5, "fanout_rounds": 10,
+        "array_sizes_mib": [1, 64, 1024], "array_rounds": 3}
 QUICK = {"warmup_calls": 100, "dispatch_calls": 1000, "dispatch_rounds": 2,
          "throughput_jobs": 500, "throughput_rounds": 2, "pipeline_rounds": 3,
          "cancel_runs": {"cooperative": 20, "stuck": 20, "forced": 20}, "cancel_rounds": 2,
-         "idle_seconds": 5.0, "coldstart_runs": 2, "fanout_rounds": 3}
-SECTIONS = ("dispatch", "throughput", "pipeline", "cancel", "idle", "coldstart", "fanout")
+         "idle_seconds": 5.0, "coldstart_runs": 2, "fanout_rounds": 3,
+        "array_sizes_mib": [1, 64], "array_rounds": 2}
+SECTIONS = ("dispatch", "throughput", "pipeline", "cancel", "idle", "coldstart", "fanout", "arrays")
 
 # The targets, checked (never asserted) at the end of a run.
 DISPATCH_P50_VS_POOL = 2.5
@@ -41,6 +43,10 @@ IDLE_CPU_PERCENT = 0.1
 IDLE_WAKEUPS_PER_S = 0.1  # no watchdog outside systemd: nothing should wake the daemon
 IDLE_RSS_MB = 40.0
 FANOUT_EFFICIENCY = 0.9
+ARRAY_GIB_PER_S = 1.0      # 1 GiB round trip
+ARRAY_VS_POOL = 5.0
+ARRAY_RSS_MIB = 16.0
+MB_PER_GIB = 10**6 / 2**30
 
 
 def log(message: str) -> None:
@@ -66,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
 
+    import arrays
     import cancel
     import fanout
     import sections
     run = {"dispatch": sections.dispatch, "throughput": sections.throughput,
            "pipeline": sections.pipeline, "cancel": cancel.cancel, "idle": sections.idle,
-           "coldstart": sections.coldstart, "fanout": fanout.fanout}
+           "coldstart": sections.coldstart, "fanout": fanout.fanout, "arrays": arrays.arrays}
     info = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "label": args.label,
             "mode": "quick" if args.quick else "full", "machine": common.machine(),
             "versions": common.versions(), "git": _git_head(), "config": cfg}
@@ -224,6 +231,18 @@ def render(info: dict, rows: list[dict]) -> str:
                       [[r["peer"], f"{r['value']:.3f}", _f(r["wall_ms"]), _f(r["min_ms"]), str(r["n"]),
                         _ratio(r["value"], best)] for r in sec("fanout")])
         out.append("")
+    if sec("arrays"):
+        out += ["## 8. Large arrays: the same numpy array in and out (MB/s of 2 x size; daemon RSS)", ""]
+        body = []
+        for r in sec("arrays"):
+            floor = _get(rows, "arrays", "floor: two memcpy", r["metric"])
+            w = _get(rows, "arrays", "warmd", r["metric"])
+            body.append([f"{r['mib']:g}", r["peer"], _f(r["value"], 0), _f(r["wall_ms"]),
+                         _ratio(w and w["value"], r["value"]), _ratio(r["value"], floor and floor["value"]),
+                         _f(r["daemon_rss_mib"], 0) if "daemon_rss_mib" in r else "-"])
+        out += _table(["MiB", "peer", "MB/s", "wall ms", "warmd ÷ this", "this ÷ memcpy", "daemon peak RSS +MiB"],
+                      body)
+        out.append("")
     out += ["## Targets", ""] + targets(rows)
     return "\n".join(out)
 
@@ -270,6 +289,18 @@ def targets(rows: list[dict]) -> list[str]:
         if f:
             check(f"fan-out efficiency at least {FANOUT_EFFICIENCY} ({peer[7:]})", f["value"] >= FANOUT_EFFICIENCY,
                   f"{f['value']:.3f} ({f['wall_ms']:.0f} ms for an ideal {f['ideal_ms']:.0f} ms)")
+    wa = _get(rows, "arrays", "warmd", "1024 MiB round trip")
+    pa = _get(rows, "arrays", "ProcessPoolExecutor", "1024 MiB round trip")
+    if wa:
+        gib = wa["value"] * MB_PER_GIB
+        check(f"1 GiB round trip at least {ARRAY_GIB_PER_S:g} GiB/s", gib >= ARRAY_GIB_PER_S, f"{gib:.2f} GiB/s")
+        if pa:
+            r = wa["value"] / pa["value"]
+            check(f"1 GiB round trip at least {ARRAY_VS_POOL:g}x ProcessPoolExecutor", r >= ARRAY_VS_POOL,
+                  f"{r:.2f}x")
+        check(f"daemon RSS growth under {ARRAY_RSS_MIB:g} MiB during the 1 GiB transfer",
+              wa["daemon_rss_mib"] < ARRAY_RSS_MIB,
+              f"{wa['daemon_rss_mib']:.0f} MiB (results retained for late readers included)")
     d = _get(rows, "idle", "warmd daemon")
     if d:
         check(f"idle daemon under {IDLE_CPU_PERCENT}% CPU", d["value"] < IDLE_CPU_PERCENT, f"{d['value']:.3f}%")
