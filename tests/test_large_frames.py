@@ -160,3 +160,15 @@ def test_the_async_client_round_trips_the_same_kinds(daemon):
 
     back, mapped = asyncio.run(asyncio.wait_for(main(), 60))
     assert _same(back, sent) and _same(mapped, [sent["structured"], sent["big"]])
+
+
+def test_frames_over_the_default_limit_work_where_the_daemon_allows_them(make_daemon):
+    import psutil
+
+    if psutil.virtual_memory().available < 4 * 2**30:
+        pytest.skip("needs 4 GiB of free memory: a 260 MiB array is held several times over")
+    d = make_daemon('[daemon]\nmax_frame = "300MiB"\nresult_max_bytes = "300MiB"\n')
+    data = bytes(260 * 2**20)
+    with d.client() as client:
+        back = client.submit(echo, data).result(timeout=120)
+    assert len(back) == len(data) and back == data

@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, context.on_sigint)
 
     max_result = int(setup.get("max_frame") or DEFAULT_MAX_PAYLOAD)
+    channel.reader.max_payload = max_result  # a run's payload may be as large as the daemon allows
     waiting: deque[Frame] = deque()  # runs that arrived while the worker waited for "resume"
     while True:
         frame = waiting.popleft() if waiting else channel.recv()
