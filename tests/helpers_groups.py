@@ -92,3 +92,7 @@ def fail_on(i, bad):
     if i == bad:
         raise ValueError(f"well {i} is bad")
     return i
+
+
+def blob(i, size):
+    return bytes([i % 256]) * size

@@ -315,3 +315,17 @@ def test_warmctl_run_shows_one_bar_for_a_job_that_fans_out(make_daemon, tmp_path
     assert proc.returncode == 0 and out.decode().strip() == "4 wells"
     bars = [b for b in shown.decode(errors="replace").split("\r") if " jobs " in b]
     assert bars and "4/4 jobs 100%" in bars[-1] and "well=W0" in bars[-1], shown[-500:]
+
+
+def test_a_group_kept_on_does_not_keep_its_evicted_jobs_results(make_daemon):
+    d = make_daemon('[daemon]\nresult_max_bytes = "8MiB"\n[workers]\ncount = 2\nspares = 0\n')
+    MiB = 2**20
+    with d.client() as client:
+        client.submit(jobs.pid_of_self).result(timeout=HANG)
+        rss = psutil.Process(d.pid).memory_info().rss
+        with client.group(name="blobs") as run:
+            for i in range(40):  # 160 MiB of results, where 8 MiB may be retained
+                run.submit(jobs.blob, i, 4 * MiB).result(timeout=HANG)
+        assert run.wait().state == "succeeded" and run.wait().info["jobs"] == 40
+        assert client.jobs()  # the group is retained ...
+    assert psutil.Process(d.pid).memory_info().rss < rss + 48 * MiB  # ... its jobs' results not

@@ -49,8 +49,9 @@ class Families:
         owner = job.owner
         if owner is None:
             return
-        owner.children.append(job)
+        owner.children[job] = None
         owner.children_left += 1
+        owner.children_count += 1
         if job.kind != "group":
             for node in job.ancestors():
                 node.descendants += 1
@@ -97,8 +98,12 @@ class Families:
     def ended(self, job: Job) -> None:
         """``job`` has ended (after its end went out): count it up the tree, cancel what
         it leaves below it, end a group it completes, answer cancels it completes."""
-        if job.owner is not None:
-            job.owner.children_left -= 1
+        owner = job.owner
+        if owner is not None:
+            owner.children_left -= 1
+            if job.state != SUCCEEDED:
+                owner.children_failed += 1
+                owner.first_failed = owner.first_failed or f"{job.id} ({job.name}), ended {job.state}"
         if job.kind != "group":
             for node in job.ancestors():
                 node.descendants_done += 1
@@ -126,19 +131,14 @@ class Families:
             return
         if group.cancel is not None:
             header = cancelled_header("the group was cancelled")
+        elif group.children_failed:
+            header = {"state": FAILED, "exit_status": 1,
+                      "error": {"type": "GroupFailed", "traceback": "",
+                                "message": f"{group.children_failed} of {group.children_count} jobs in "
+                                           f"the group did not succeed; the first, {group.first_failed}"}}
         else:
-            members = [c for c in group.children if c.kind != "group"]
-            bad = [c for c in group.children if c.state != SUCCEEDED]
-            if bad:
-                first = bad[0]
-                header = {"state": FAILED, "exit_status": 1,
-                          "error": {"type": "GroupFailed", "traceback": "",
-                                    "message": f"{len(bad)} of {len(members)} jobs in the group did not "
-                                               f"succeed; the first, {first.id} ({first.name}), "
-                                               f"ended {first.state}"}}
-            else:
-                header = {"state": SUCCEEDED, "exit_status": 0, "error": None}
-        self.host.finish_job(group, {**header, "jobs": len(group.children)})
+            header = {"state": SUCCEEDED, "exit_status": 0, "error": None}
+        self.host.finish_job(group, {**header, "jobs": group.children_count})
 
     # ---------------------------------------------------------------- cancel
 

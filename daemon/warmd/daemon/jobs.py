@@ -55,11 +55,14 @@ class Job:
     # and the jobs that name this one as their group or (having none) their parent.
     parent: "Job | None" = None
     group: "Job | None" = None
-    children: list["Job"] = field(default_factory=list)
+    children: dict["Job", None] = field(default_factory=dict)  # in order; evicted ones leave
     descendants: int = 0            # jobs below this one (groups not counted)
     descendants_done: int = 0       # of those, the ones that ended
     queued_below: int = 0           # of those, the ones in the queue now (see JobTable)
     children_left: int = 0          # children (groups too) that have not ended
+    children_count: int = 0         # children it ever had
+    children_failed: int = 0        # of those, the ones that ended other than succeeded
+    first_failed: str | None = None  # which one did first, for a group's end
     progress: dict[str, Any] | None = None  # the latest report of warmd.progress
     open: bool = False              # a group that still takes jobs
     needs: tuple["Job", ...] = ()   # jobs whose results this one takes as arguments
@@ -245,6 +248,8 @@ class JobTable:
         del self.finished[job.id]
         del self.jobs[job.id]
         self.finished_bytes -= job.stored_bytes
+        if job.owner is not None:  # a parent or group kept on must not keep this one's result
+            job.owner.children.pop(job, None)
 
     def running(self) -> list[Job]:
         return [j for j in self.jobs.values() if j.state == RUNNING]

@@ -87,7 +87,7 @@ class Scheduler:
         if not self.max_extra:
             return
         parents = [w for w in self.workers.values()
-                   if w.state == WorkerState.BUSY and w.job is not None and w.job.children]
+                   if w.state == WorkerState.BUSY and w.job is not None and w.job.children_count]
         if parents or self.pool.extra:
             self.pool.want_extra(Counter(w.device for w in parents[:self.max_extra]))
 
