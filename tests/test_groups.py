@@ -239,6 +239,10 @@ def test_a_job_whose_needed_result_failed_does_not_run(make_daemon):
             after.result(timeout=HANG)
         assert bad.job_id in str(info.value)
         assert after.finished.info.get("started") is None
+        late = client.submit(jobs.use_compiled, bad, 0)  # asked for after it failed
+        with pytest.raises(RemoteError, match="did not run"):
+            late.result(timeout=HANG)
+        assert late.finished.info.get("started") is None
         with pytest.raises(RequestFailed, match="does not hold"):
             client.submit(jobs.use_compiled, warmd.ref("0123456789ab"), 0).result(timeout=HANG)
 

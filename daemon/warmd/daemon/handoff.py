@@ -49,6 +49,19 @@ class Handoff:
     def ready(job: Job) -> bool:
         return all(n.finished_state for n in job.needs)
 
+    @staticmethod
+    def unmet(needs: tuple[Job, ...]) -> Job | None:
+        """A needed job that has already ended without a result to hand on, if any."""
+        return next((n for n in needs if n.finished_state and n.state != SUCCEEDED), None)
+
+    @staticmethod
+    def failure(need: Job) -> dict[str, Any]:
+        """The end of a job that cannot run because ``need`` did not succeed."""
+        return {"state": "failed", "exit_status": 1,
+                "error": {"type": "DependencyFailed", "traceback": "",
+                          "message": f"job {need.id} ({need.name}), whose result this job takes as an "
+                                     f"argument, ended {need.state}: this job did not run"}}
+
     def pieces(self, job: Job) -> list:
         """The "result" frames a worker takes in before running ``job``, as pieces: each
         result goes from the bytes the daemon keeps, uncopied."""
@@ -72,9 +85,5 @@ class Handoff:
         for job in waiting:
             if job.finished_state or not self.jobs.unqueue(job):
                 continue
-            self.fail(job, {"state": "failed", "exit_status": 1,
-                            "error": {"type": "DependencyFailed", "traceback": "",
-                                      "message": f"job {need.id} ({need.name}), whose result this job "
-                                                 f"takes as an argument, ended {need.state}: "
-                                                 "this job did not run"}})
+            self.fail(job, self.failure(need))
         return []

@@ -48,6 +48,7 @@ class Host(Protocol):
     warm_packages: list[str]
 
     def submit(self, job: Job) -> Job: ...
+    def reject(self, job: Job, header: dict[str, Any]) -> None: ...
     def running_job_of(self, pid: int | None) -> Job | None: ...
     def deadlock(self, parent: Job) -> str | None: ...
     def no_worker_message(self) -> str: ...
@@ -197,7 +198,11 @@ class Requests:
                   conn.pid, device, modules=modules, replay_limit=sup.replay_limit)
         sup.families.adopt(job, parent, group)
         sup.handoff.attach(job, needs)
-        sup.submit(job)
+        unmet = sup.handoff.unmet(needs)
+        if unmet is not None:
+            sup.reject(job, sup.handoff.failure(unmet))  # ended before it was asked for
+        else:
+            sup.submit(job)
         # The job may already run: the worker got it first. The client learns the id,
         # then the events so far (the batch sends them in one write).
         conn.write(encode({"t": "accepted", "req": req, "job": job.id}))

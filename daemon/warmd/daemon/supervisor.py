@@ -353,6 +353,11 @@ class Supervisor:
             self.notices.queued(job)
         return job
 
+    def reject(self, job: Job, header: dict[str, Any]) -> None:
+        """Hold a new job that can never run, ended as ``header`` says, for its client to see."""
+        self.jobs.jobs[job.id] = job
+        self.finish_job(job, header)
+
     def no_worker_message(self) -> str:
         return _no_worker_header(self.warmup_error or "")["error"]["message"]
 
