@@ -172,3 +172,37 @@ def test_frames_over_the_default_limit_work_where_the_daemon_allows_them(make_da
     with d.client() as client:
         back = client.submit(echo, data).result(timeout=120)
     assert len(back) == len(data) and back == data
+
+
+# ---------------------------------------------------------------- buffers after the pickle
+
+def plate_stack(n):
+    import numpy as np
+    stack = np.arange(n * 256 * 256, dtype=np.uint16).reshape(n, 256, 256)
+    return {"stack": stack, "mask": np.asfortranarray(stack[0] > 100), "name": "P1"}
+
+
+def total(stack):
+    return int(stack["stack"].sum())
+
+
+def test_large_arrays_travel_after_the_pickle_and_arrive_writable(daemon):
+    import numpy as np
+
+    import warmd
+
+    sent = plate_stack(16)  # 2 MiB stack, 64 KiB mask
+    with daemon.client() as client:
+        made = client.submit(plate_stack, 16)
+        back = client.submit(echo, sent)
+        assert _same(made.result(timeout=60), sent) and _same(back.result(timeout=60), sent)
+        assert made.finished.info["buffers"] == [sent["stack"].nbytes]  # kept out of the pickle
+        stack = back.result()["stack"]
+        assert stack.flags.writeable
+        stack[0, 0, 0] = 7
+        assert sent["stack"][0, 0, 0] == 0
+        # Handed on by reference, buffers and all.
+        assert client.submit(total, warmd.ref(made.job_id)).result(timeout=60) == int(sent["stack"].sum())
+        mapped = list(client.map(plate_stack, [4, 16]))
+    assert _same(mapped[1], sent) and mapped[0]["stack"].shape == (4, 256, 256)
+    assert not np.shares_memory(mapped[0]["stack"], mapped[1]["stack"])

@@ -122,12 +122,16 @@ def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
     return _head(header, len(payload)) + payload
 
 
-def encode_parts(header: dict[str, Any], payload: bytes | bytearray | memoryview = b"") -> Wire:
-    """Serialise one frame as pieces: a large payload is not copied to join its header."""
-    head = _head(header, len(payload))
-    if len(payload) < LARGE:
-        return [head + payload]
-    return [head, payload]
+def encode_parts(header: dict[str, Any], payload: bytes | bytearray | memoryview | list = b"") -> Wire:
+    """Serialise one frame as pieces: a large payload is not copied to join its header.
+    ``payload`` may itself be pieces (a pickle and the buffers that follow it)."""
+    pieces = payload if isinstance(payload, list) else [payload]
+    pieces = [memoryview(p).cast("B") if isinstance(p, memoryview) else p for p in pieces]
+    total = sum(len(p) for p in pieces)
+    head = _head(header, total)
+    if total < LARGE:
+        return [b"".join([head, *pieces])]
+    return [head, *pieces]
 
 
 def wire_size(data: bytes | Wire) -> int:

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Union
 
+from .. import oob
 from ..config import parse_seconds
 from ..errors import (AmbiguousJob, DaemonUnavailable, FrameTooLarge, JobLost, ProtocolError,
                       RequestFailed, UnknownJob, VersionMismatch, WarmdError)
@@ -46,10 +47,10 @@ class ClientCore:
     def greeting(self) -> bytes:
         return encode(hello(self.client_name, os.getpid()))
 
-    def request(self, message: str, payload: bytes = b"", /, **fields: Any) -> tuple[int, Wire]:
+    def request(self, message: str, payload: bytes | list = b"", /, **fields: Any) -> tuple[int, Wire]:
         limit = self.welcome.get("max_frame") if self.welcome is not None else None
-        if limit and len(payload) > limit:
-            raise FrameTooLarge(f"this {message} is {len(payload)} bytes, over the daemon's limit of "
+        if limit and oob.size(payload) > limit:
+            raise FrameTooLarge(f"this {message} is {oob.size(payload)} bytes, over the daemon's limit of "
                                 f"{limit} (daemon.max_frame): pass large data by path, not by value")
         req = next(self._req)
         return req, encode_parts({"t": message, "req": req, **fields}, payload)

@@ -10,6 +10,7 @@ from collections import ChainMap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .. import oob
 from ..codepaths import is_user_file, is_user_module
 from ..protocol import source_digest, source_frame
 from .refs import resolve
@@ -32,7 +33,7 @@ class JobRequest:
     """The header fields and payload of a "submit" frame, and the module sources it names."""
     kind: str
     name: str
-    payload: bytes = b""
+    payload: bytes | list = b""     # or pieces: a pickle and the buffers after it
     fields: dict[str, Any] = field(default_factory=dict)
     modules: list[ModuleSource] = field(default_factory=list)
 
@@ -127,10 +128,12 @@ class UserModules:
 def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules) -> JobRequest:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     needs: list[str] = []
-    payload = dumps((fn, tuple(args), dict(kwargs)), needs)
+    payload, buffers = dumps_parts((fn, tuple(args), dict(kwargs)), needs)
     # The import directories travel in the header: wrapping the call's pickle with them
     # would copy a large argument once more.
     fields: dict[str, Any] = {"paths": modules.sys_path()}
+    if buffers:
+        fields["buffers"] = buffers
     if needs:
         fields["needs"] = needs
     return JobRequest("call", name, payload, fields, modules=modules.manifest())
@@ -146,6 +149,16 @@ def script(path: str, argv: list[str]) -> JobRequest:
 def code(source: str, argv: list[str]) -> JobRequest:
     first = source.strip().splitlines()[0] if source.strip() else ""
     return JobRequest("code", f"-c {first[:40]}", source.encode(), {"argv": list(argv)})
+
+
+def dumps_parts(obj: Any, needs: list[str]) -> tuple[list, list[int]]:
+    """As ``dumps``, with large buffers (array data) kept out of the pickle: the payload's
+    pieces and the buffers' sizes (see ``warmd.oob``)."""
+    def pickler(stream: Any, **options: Any) -> Any:
+        made = _pickler()(stream, **options)
+        made.needs = needs
+        return made
+    return oob.dumps(pickler, obj)
 
 
 def dumps(obj: Any, needs: list[str] | None = None) -> bytes:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import oob
 from ..errors import JobExit, JobLost, RemoteError, RemoteTraceback, WarmdError
 from .events import Finished
 
@@ -21,7 +22,7 @@ def result_of(end: Finished) -> Any:
         if not end.payload:
             return None
         import cloudpickle
-        return cloudpickle.loads(end.payload)
+        return oob.loads(end.payload, end.info.get("buffers"), cloudpickle.loads)
     error = end.error or {}
     if end.state == "cancelled":
         raise JobCancelled(end.job, error.get("message", ""))

@@ -65,7 +65,9 @@ class Handoff:
     def pieces(self, job: Job) -> list:
         """The "result" frames a worker takes in before running ``job``, as pieces: each
         result goes from the bytes the daemon keeps, uncopied."""
-        return [piece for n in job.needs for piece in encode_parts({"t": "result", "job": n.id}, n.result)]
+        return [piece for n in job.needs
+                for piece in encode_parts({"t": "result", "job": n.id,
+                                           "buffers": (n.done_header or {}).get("buffers") or []}, n.result)]
 
     def started(self, job: Job) -> None:
         """``job`` has its results (or ended without them): they need not be kept for it."""

@@ -162,7 +162,8 @@ class Requests:
         # Everything the worker will act on is checked here: a bad value must not reach it.
         run = {"kind": kind, "argv": fields.texts(h, "argv"), "cwd": fields.text(h, "cwd", path=True),
                "path": fields.text(h, "path", required=kind == "script", path=True),
-               "name": fields.text(h, "name"), "paths": fields.texts(h, "paths")}
+               "name": fields.text(h, "name"), "paths": fields.texts(h, "paths"),
+               "buffers": fields.sizes(h, "buffers", len(frame.payload))}
         attach = fields.boolean(h, "attach", True)
         named = fields.mapping(h, "modules")
         device = h.get("device")

@@ -15,6 +15,7 @@ from typing import Any
 import cloudpickle
 
 from ..codepaths import is_user_module
+from .. import oob
 from . import resultpickle
 from .usercode import UserCode
 
@@ -24,7 +25,7 @@ class Outcome:
     state: str                       # succeeded | failed | cancelled
     exit_status: int = 0
     error: dict[str, str] | None = None
-    payload: bytes = b""             # pickled result, or pickled exception
+    payload: bytes | list = b""      # pickled result (or pieces: see warmd.oob), or exception
     extra: dict[str, Any] = field(default_factory=dict)
 
     def header(self) -> dict[str, Any]:
@@ -56,17 +57,18 @@ def run(header: dict[str, Any], payload: bytes, is_cancelled, usercode: UserCode
         usercode.clear()
         saved.restore()
     try:
-        data = resultpickle.dumps(result) if header.get("kind") == "call" else b""
+        data, buffers = resultpickle.dumps(result) if header.get("kind") == "call" else ([], [])
     except Exception as exc:
         return Outcome("failed", 1, {"type": "PicklingError",
                                      "message": f"the job's result could not be pickled: {exc}",
                                      "traceback": traceback.format_exc()})
-    if len(data) > max_result:
+    nbytes = oob.size(data)
+    if nbytes > max_result:
         return Outcome("failed", 1, {"type": "FrameTooLarge", "traceback": "",
-                                     "message": f"the job's result is {len(data)} bytes, over the "
+                                     "message": f"the job's result is {nbytes} bytes, over the "
                                                 f"daemon's limit of {max_result} (daemon.max_frame): "
                                                 "write large results to a file and return its path"})
-    return Outcome("succeeded", 0, None, data)
+    return Outcome("succeeded", 0, None, data, {"buffers": buffers} if buffers else {})
 
 
 def _dispatch(header: dict[str, Any], payload: bytes, usercode: UserCode) -> Any:
@@ -77,10 +79,11 @@ def _dispatch(header: dict[str, Any], payload: bytes, usercode: UserCode) -> Any
         try:
             paths = header.get("paths") or []
             sys.path[:0] = [p for p in paths if p not in sys.path]
+            buffers = header.get("buffers")
             if usercode.results:  # it takes other jobs' results by reference
-                fn, args, kwargs = _CallLoader(io.BytesIO(payload), usercode.results).load()
+                fn, args, kwargs = oob.loads(payload, buffers, call_loader(usercode.results))
             else:
-                fn, args, kwargs = cloudpickle.loads(payload)
+                fn, args, kwargs = oob.loads(payload, buffers, cloudpickle.loads)
         except Exception as exc:
             raise JobLoadError(f"the job could not be unpickled in the worker: "
                                f"{type(exc).__name__}: {exc}. Is the module installed in the "
@@ -116,8 +119,9 @@ class _CallLoader(pickle.Unpickler):
     (``warmd.ref``): the client pickled each as a call of ``warmd.client.refs.resolve``,
     which here means this call's results, each unpickled once."""
 
-    def __init__(self, file: io.BytesIO, results: dict[str, bytes]) -> None:
-        super().__init__(file)
+    def __init__(self, file: io.BytesIO, results: dict[str, tuple[Any, list[int]]],
+                 buffers: Any = None) -> None:
+        super().__init__(file, buffers=buffers)
         self.results = results
         self.values: dict[str, Any] = {}
 
@@ -131,9 +135,16 @@ class _CallLoader(pickle.Unpickler):
             if job_id not in self.results:
                 raise JobLoadError(f"the result of job {job_id}, which this call takes, did not "
                                    "reach the worker (a bug in warmd)")
-            data = self.results[job_id]
-            self.values[job_id] = cloudpickle.loads(data) if data else None
+            data, buffers = self.results[job_id]
+            self.values[job_id] = oob.loads(data, buffers, cloudpickle.loads) if data else None
         return self.values[job_id]
+
+
+def call_loader(results: dict[str, tuple[Any, list[int]]]) -> Any:
+    """``pickle.loads`` for a call that takes other jobs' results by reference."""
+    def load(data: Any, buffers: Any = None) -> Any:
+        return _CallLoader(io.BytesIO(data), results, buffers).load()
+    return load
 
 
 class _ProcessState:

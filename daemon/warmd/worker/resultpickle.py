@@ -9,16 +9,15 @@ numpy array ``.get()`` gives. A client that wants it on a device again calls
 from __future__ import annotations
 
 import functools
-import io
 from typing import Any
 
+from .. import oob
 
-def dumps(result: Any) -> bytes:
-    import cloudpickle
 
-    buf = io.BytesIO()
-    _pickler()(buf, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(result)
-    return buf.getvalue()
+def dumps(result: Any) -> tuple[list, list[int]]:
+    """The result's payload pieces, large buffers kept out of the pickle (``warmd.oob``),
+    and their sizes."""
+    return oob.dumps(_pickler(), result)
 
 
 def is_device_array(obj: Any) -> bool:
