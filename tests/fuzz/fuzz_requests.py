@@ -38,7 +38,7 @@ with atheris.instrument_imports(include=["warmd"]):
 MESSAGES = sorted(CLIENT_MESSAGES) + ["bogus", "event", "done"]
 KEYS = ["t", "req", "job", "kind", "name", "path", "cwd", "argv", "device", "attach", "modules",
         "since", "mode", "interrupt_grace", "terminate_grace", "sha", "proto", "python", "group",
-        "needs"]
+        "needs", "buffers", "paths"]
 
 
 class _Handle:
