@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 
 import pytest
 
@@ -206,3 +207,22 @@ def test_large_arrays_travel_after_the_pickle_and_arrive_writable(daemon):
         mapped = list(client.map(plate_stack, [4, 16]))
     assert _same(mapped[1], sent) and mapped[0]["stack"].shape == (4, 256, 256)
     assert not np.shares_memory(mapped[0]["stack"], mapped[1]["stack"])
+
+
+def stack_once(go):
+    """``plate_stack(16)``, once the file ``go`` exists."""
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    return plate_stack(16)
+
+
+def test_two_futures_of_one_job_in_one_client_do_not_share_its_arrays(daemon, tmp_path):
+    go = tmp_path / "go"
+    with daemon.client() as client:
+        first = client.submit(stack_once, str(go))
+        second = client.attach(first.job_id)  # the same job, followed twice on one connection
+        second.job_id  # attached while it runs: one end for both
+        go.touch()
+        a, b = first.result(timeout=60)["stack"], second.result(timeout=60)["stack"]
+    a[0, 0, 0] = 9
+    assert b[0, 0, 0] == 0 and a.flags.writeable and b.flags.writeable

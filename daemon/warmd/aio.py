@@ -19,7 +19,7 @@ from .client import jobspec
 from .client.aiogroup import AsyncJobGroup
 from .client.connect import connect, socket_path
 from .client.core import ClientCore, JobItem, cancel_fields, raise_for
-from .client.events import Event, Finished
+from .client.events import Event, Finished, for_each
 from .client.outcome import JobCancelled, result_of
 from .errors import DaemonUnavailable, WarmdError
 from .protocol import Frame
@@ -173,8 +173,8 @@ class AsyncClient:
                 jobs = self._jobs.get(delivery.job, [])
                 if isinstance(delivery.item, Finished):
                     self._jobs.pop(delivery.job, None)
-                for job in jobs:
-                    job._add(delivery.item)
+                for job, own in zip(jobs, for_each(delivery.item, len(jobs))):
+                    job._add(own)
             else:
                 waiter = self._requests.pop(delivery.req, None)
                 frame = delivery.frame

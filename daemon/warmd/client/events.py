@@ -1,6 +1,7 @@
 """What a job streams to its clients, as plain values."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -160,3 +161,13 @@ def from_frame(frame: Frame) -> Event | Finished | None:
     if kind == "state":
         return StateChange(job, seq, h.get("state", ""), h.get("worker_pid"), h.get("device"))
     return None
+
+
+def for_each(item: Event | Finished, followers: int) -> list[Event | Finished]:
+    """The item for each of a job's followers in one client. A result's arrays are built on
+    the bytes of its end (see ``warmd.oob``): each follower after the first gets its own
+    copy of those bytes, so two futures of one job never share an array."""
+    if followers <= 1 or not isinstance(item, Finished) or not item.info.get("buffers"):
+        return [item] * followers
+    return [item] + [dataclasses.replace(item, payload=bytearray(item.payload))
+                     for _ in range(followers - 1)]

@@ -13,7 +13,7 @@ from ..protocol import RECV_SIZE, Frame, Wire
 from . import jobspec
 from .connect import connect, socket_path
 from .core import ClientCore, JobItem, Reply, cancel_fields, raise_for
-from .events import Event, Finished, Gap, Output
+from .events import Event, Finished, Gap, Output, for_each
 from .future import JobFuture
 from .group import JobGroup
 
@@ -113,8 +113,8 @@ class Client(concurrent.futures.Executor):
                     self._jobs.pop(delivery.job, None)
             if self.echo and isinstance(item, (Output, Gap)):
                 _echo(item)
-            for future in futures:
-                future._add(item)
+            for future, own in zip(futures, for_each(item, len(futures))):
+                future._add(own)
             return
         with self._lock:
             waiter = self._requests.pop(delivery.req, None)
