@@ -38,6 +38,7 @@ MAX_HEADER = 0xFFFF
 # (asyncio's default) or more goes through mmap and munmap, about 13 µs a call here;
 # 64 KiB stays on the heap. Larger frames simply take several receives.
 RECV_SIZE = 1 << 16
+MAX_PROGRESS_FIELDS = 16  # fields one warmd.progress report may carry
 
 # Headers are JSON, through orjson where it is installed: every hop encodes and
 # decodes a header, and the standard library's json takes 3-4 µs for each against

@@ -11,6 +11,8 @@ import json
 from types import ModuleType
 from typing import Any, Protocol
 
+from .protocol import MAX_PROGRESS_FIELDS
+
 
 class JobContext(Protocol):
     def progress(self, done: float, total: float | None, message: str,
@@ -35,9 +37,6 @@ def install(context: JobContext) -> None:
     _binding.context = context
 
 
-MAX_FIELDS = 16
-
-
 def progress(done: float, total: float | None = None, message: str = "", **fields: Any) -> None:
     """Report progress to every client following the current job, and to those following its
     parent or group (no-op outside a worker). ``fields`` are a few JSON values that say where
@@ -46,8 +45,8 @@ def progress(done: float, total: float | None = None, message: str = "", **field
     if ctx is None:
         return
     if fields:
-        if len(fields) > MAX_FIELDS:
-            raise ValueError(f"progress takes at most {MAX_FIELDS} fields, not {len(fields)}")
+        if len(fields) > MAX_PROGRESS_FIELDS:
+            raise ValueError(f"progress takes at most {MAX_PROGRESS_FIELDS} fields, not {len(fields)}")
         for key, value in fields.items():
             if value is not None and not isinstance(value, (str, int, float, bool)):
                 raise TypeError(f"progress field {key}={value!r}: use a str, int, float, bool or None")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import io
 import os
 import sys
 import types
@@ -128,7 +127,7 @@ class UserModules:
 def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules) -> JobRequest:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     needs: list[str] = []
-    payload, buffers = dumps_parts((fn, tuple(args), dict(kwargs)), needs)
+    payload, buffers = dumps((fn, tuple(args), dict(kwargs)), needs)
     # The import directories travel in the header: wrapping the call's pickle with them
     # would copy a large argument once more.
     fields: dict[str, Any] = {"paths": modules.sys_path()}
@@ -151,28 +150,17 @@ def code(source: str, argv: list[str]) -> JobRequest:
     return JobRequest("code", f"-c {first[:40]}", source.encode(), {"argv": list(argv)})
 
 
-def dumps_parts(obj: Any, needs: list[str]) -> tuple[list, list[int]]:
-    """As ``dumps``, with large buffers (array data) kept out of the pickle: the payload's
-    pieces and the buffers' sizes (see ``warmd.oob``)."""
+def dumps(obj: Any, needs: list[str]) -> tuple[list, list[int]]:
+    """cloudpickle, except that code pickled by value (functions of ``__main__``) keeps its
+    file name, so worker tracebacks quote it rather than "<dynamic-code>"; references to
+    other jobs' results (``warmd.ref``, futures) pickle as such, their job ids added to
+    ``needs``; and large buffers (array data) are kept out of the pickle. Returns the
+    payload's pieces and the buffers' sizes (see ``warmd.oob``)."""
     def pickler(stream: Any, **options: Any) -> Any:
         made = _pickler()(stream, **options)
         made.needs = needs
         return made
     return oob.dumps(pickler, obj)
-
-
-def dumps(obj: Any, needs: list[str] | None = None) -> bytes:
-    """cloudpickle, except that code pickled by value (functions of ``__main__``)
-    keeps its file name, so worker tracebacks quote it rather than "<dynamic-code>",
-    and references to other jobs' results (``warmd.ref``, futures) pickle as such, their
-    job ids added to ``needs``."""
-    import cloudpickle
-
-    buf = io.BytesIO()
-    pickler = _pickler()(buf, protocol=cloudpickle.DEFAULT_PROTOCOL)
-    pickler.needs = needs if needs is not None else []
-    pickler.dump(obj)
-    return buf.getvalue()
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Protocol
 
+from ..protocol import MAX_PROGRESS_FIELDS
 from .cancel import Canceller, Cancellation, cancelled_header
 from .jobs import FAILED, RUNNING, SUCCEEDED, Job, JobTable
 
 log = logging.getLogger("warmd")
 
 JobEvent = Callable[[Job, dict[str, Any]], None]
-MAX_FIELDS = 16          # progress fields a report may carry
 MAX_FIELD_TEXT = 200     # characters a text field keeps
 
 
@@ -206,7 +206,7 @@ def _fields(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         return {}
     out: dict[str, Any] = {}
-    for key, item in list(value.items())[:MAX_FIELDS]:
+    for key, item in list(value.items())[:MAX_PROGRESS_FIELDS]:
         if not isinstance(key, str) or not key:
             continue
         if isinstance(item, str):
