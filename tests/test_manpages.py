@@ -217,7 +217,8 @@ def test_warmd_page_documents_exit_codes_and_environment():
 # ---------------------------------------------------------------- warmd.toml(5)
 
 def _expected_default(parser, value) -> str:
-    if parser in (config.parse_size, config.parse_frame_size) and value:
+    if value and (parser in (config.parse_size, config.parse_frame_size)
+                  or getattr(parser, "is_size", False)):
         for unit, scale in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
             if value % scale == 0:
                 return f"{value // scale} {unit}"

@@ -1,5 +1,5 @@
-"""The daemon's own AF_UNIX transport, from outside: descriptors a peer sends are closed,
-a reader that stalls in the middle of a large result holds up nobody, and a large result
+"""The daemon's own AF_UNIX transport, from outside: descriptors a peer sends with a frame
+that takes none are refused and closed, a reader that stalls in the middle of a large result holds up nobody, and a large result
 leaves no copy behind in the daemon."""
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ def test_descriptors_a_client_sends_are_closed_and_the_connection_goes_on(daemon
         before = process.num_fds()
         for _ in range(20):
             _ping_with_descriptors(s, 16)
+            refused = _reply(s, reader, "error")
+            assert "takes no descriptors" in refused.get("message"), refused.header
+            s.sendall(encode({"t": "ping", "req": 2}))
             assert _reply(s, reader, "pong").get("pid") == daemon.pid
         assert process.num_fds() == before
 

@@ -99,8 +99,8 @@ def _session(daemon, *headers: dict) -> list:
     ({"kind": "code", "attach": "yes"}, "attach"),
     ({"kind": "script"}, "path"),
     ({"kind": "call", "modules": ["x"]}, "modules"),
-    ({"kind": "call", "buffers": [1 << 20]}, "buffers"),   # more than the payload holds
-    ({"kind": "call", "buffers": [-1]}, "buffers[0]"),
+    ({"kind": "call", "buffers": [[0, 0, 1 << 20]]}, "0 descriptors came"),  # none sent
+    ({"kind": "call", "buffers": [[0, -1, 1]]}, "three integers"),
     ({"kind": "call", "buffers": "x"}, "buffers"),
     ({"kind": 7}, "kind"),
     ({}, "kind"),

@@ -13,6 +13,7 @@ Public API::
 
     warmd.progress(done, total, message, well="B03")  # inside a job; no-op elsewhere
     warmd.ref(job)                            # a job's result, as another job's argument
+    stack = warmd.empty((n, 2048, 2048), "uint16")  # numpy arrays in a memfd: sent uncopied
     warmd.cancelled(), warmd.device(), warmd.xp()
 
 The asyncio client lives in ``warmd.aio``. Importing warmd imports neither
@@ -34,10 +35,11 @@ if TYPE_CHECKING:
     from .client.refs import ResultRef, ref
     from .client.future import JobFuture
     from .client.sync import Client
+    from .inplace import buffer, empty, zeros
 
 __all__ = ["Client", "JobFuture", "JobGroup", "GroupProgress", "ref", "ResultRef", "JobCancelled", "JobExit", "JobLost", "RemoteError",
            "RequestFailed", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
-           "FrameTooLarge",
+           "FrameTooLarge", "empty", "zeros", "buffer",
            "Output", "Log", "Progress", "ChildProgress", "StateChange", "Warming", "Gap", "Finished",
            "progress", "cancelled", "device", "xp", "job_id", "__version__"]
 
@@ -45,7 +47,8 @@ _LAZY = {"Client": "client.sync", "JobFuture": "client.future", "JobCancelled": 
          "JobGroup": "client.group", "GroupProgress": "client.group", "ref": "client.refs",
          "ResultRef": "client.refs", "ChildProgress": "client.events",
          "Output": "client.events", "Log": "client.events", "Progress": "client.events",
-         "StateChange": "client.events", "Warming": "client.events", "Gap": "client.events", "Finished": "client.events"}
+         "StateChange": "client.events", "Warming": "client.events", "Gap": "client.events", "Finished": "client.events",
+         "empty": "inplace", "zeros": "inplace", "buffer": "inplace"}
 
 
 def __getattr__(name: str) -> Any:

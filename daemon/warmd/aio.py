@@ -19,7 +19,7 @@ from .client import jobspec
 from .client.aiogroup import AsyncJobGroup
 from .client.connect import connect, socket_path
 from .client.core import ClientCore, JobItem, cancel_fields, raise_for
-from .client.events import Event, Finished, for_each
+from .client.events import Event, Finished
 from .client.outcome import JobCancelled, result_of
 from .errors import DaemonUnavailable, WarmdError
 from .protocol import Frame
@@ -107,8 +107,8 @@ class _Connection(BufferedReceiver):
     def __init__(self, client: "AsyncClient") -> None:
         self.client = client
 
-    def received(self, data: memoryview) -> None:
-        self.client._received(data)
+    def received(self, data: memoryview, files: list) -> None:
+        self.client._received(data, files)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.client._lost(exc)
@@ -158,9 +158,9 @@ class AsyncClient:
             self._transport = None
 
     # -- bytes in
-    def _received(self, data: bytes) -> None:
+    def _received(self, data: bytes, files: list) -> None:
         try:
-            deliveries = self._core.receive_data(data)
+            deliveries = self._core.receive_data(data, files)
         except BaseException as exc:
             self._lost(exc)
             if self._transport is not None:
@@ -173,8 +173,8 @@ class AsyncClient:
                 jobs = self._jobs.get(delivery.job, [])
                 if isinstance(delivery.item, Finished):
                     self._jobs.pop(delivery.job, None)
-                for job, own in zip(jobs, for_each(delivery.item, len(jobs))):
-                    job._add(own)
+                for job in jobs:  # each unpickles its own result: its arrays are its own
+                    job._add(delivery.item)
             else:
                 waiter = self._requests.pop(delivery.req, None)
                 frame = delivery.frame
@@ -222,11 +222,11 @@ class AsyncClient:
 
     async def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncJob:
         """Run ``fn(*args, **kwargs)`` on a warm worker; returns once the daemon accepted it."""
-        return await self.submit_job(jobspec.call(fn, args, kwargs, self._modules))
+        return await self.submit_job(self._core.call(fn, args, kwargs, self._modules))
 
     async def submit_call(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
                           *, device: int | None = None) -> AsyncJob:
-        return await self.submit_job(jobspec.call(fn, args, kwargs or {}, self._modules), device=device)
+        return await self.submit_job(self._core.call(fn, args, kwargs or {}, self._modules), device=device)
 
     async def run_script(self, path: str, argv: list[str] | None = None, *,
                          device: int | None = None) -> AsyncJob:

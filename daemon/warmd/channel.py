@@ -9,26 +9,29 @@ import socket
 import threading
 from typing import Any
 
+from . import fdpass
 from .errors import ProtocolError
 from .protocol import DEFAULT_MAX_PAYLOAD, RECV_SIZE, Frame, FrameReader, Wire, encode_parts
-
-_MAX_IOV = 512  # pieces per sendmsg, well under the kernel's IOV_MAX of 1024
 
 
 def send_wire(sock: socket.socket, data: bytes | Wire) -> None:
     """Send a frame's bytes, or its pieces with one gathering write each time round (a large
-    payload goes from its own buffer, never joined to its header first)."""
+    payload goes from its own buffer, never joined to its header first); descriptors go
+    with their frame's first piece (see ``warmd.fdpass``)."""
     if not isinstance(data, list):
         sock.sendall(data)
         return
-    pieces = [memoryview(p).cast("B") for p in data if len(p)]
+    pieces = [p for p in data if len(p)]
     while pieces:
-        sent = sock.sendmsg(pieces[:_MAX_IOV])
+        views, fds = fdpass.gather(pieces)
+        sent = sock.sendmsg(views, fdpass.rights(fds)) if fds else sock.sendmsg(views)
+        if fds:
+            pieces[0] = pieces[0].data  # its descriptors went with its first bytes
         while pieces and sent >= len(pieces[0]):
             sent -= len(pieces[0])
             pieces.pop(0)
         if sent:
-            pieces[0] = pieces[0][sent:]
+            pieces[0] = memoryview(pieces[0]).cast("B")[sent:]
 
 
 class Channel:
@@ -38,14 +41,14 @@ class Channel:
         self.send_lock = threading.Lock()
         self._recv_buffer = bytearray(RECV_SIZE)
 
-    def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
-        data = encode_parts(header, payload)
+    def send(self, header: dict[str, Any], payload: bytes = b"", files: Any = ()) -> None:
+        data = encode_parts(header, payload, files)
         with self.send_lock:
             send_wire(self.sock, data)
 
-    def send_locked(self, header: dict[str, Any], payload: bytes = b"") -> None:
+    def send_locked(self, header: dict[str, Any], payload: bytes = b"", files: Any = ()) -> None:
         """Send while the caller already holds ``send_lock`` (to keep a run of frames in order)."""
-        send_wire(self.sock, encode_parts(header, payload))
+        send_wire(self.sock, encode_parts(header, payload, files))
 
     def recv(self) -> Frame | None:
         """The next frame, or None at a clean end of stream."""
@@ -53,10 +56,10 @@ class Channel:
             frame = self.reader.next_frame()
             if frame is not None:
                 return frame
-            n = self.sock.recv_into(self._recv_buffer)
+            n, files = fdpass.recv_into(self.sock, self._recv_buffer)
             if n:
                 with memoryview(self._recv_buffer) as view:
-                    self.reader.receive_data(view[:n])
+                    self.reader.receive_data(view[:n], files)
                 continue
             if self.reader.pending:
                 raise ProtocolError("connection closed in the middle of a frame")

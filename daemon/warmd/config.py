@@ -82,6 +82,16 @@ def parse_size(value: Any, maximum: int = MAX_INT) -> int:
     return int(size)
 
 
+def _min_size(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        size = parse_size(value)
+        if size < minimum:
+            raise ValueError(f"expected at least {minimum} bytes, got {value!r}")
+        return size
+    parse.is_size = True  # type: ignore[attr-defined]  # documented as a size
+    return parse
+
+
 def parse_frame_size(value: Any) -> int:
     """A frame payload limit: a size that fits the 32-bit length on the wire."""
     return parse_size(value, MAX_FRAME)
@@ -173,7 +183,18 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "interrupt_grace": (parse_seconds, 1.0),
         "terminate_grace": (parse_seconds, 1.0),
     },
+    "buffers": {
+        "min_bytes": (_min_size(1), 1024**2),
+        "max_bytes": (parse_size, 0),
+    },
 }
+
+
+def buffer_limit(max_bytes: int) -> int:
+    """buffers.max_bytes, with 0 (its default) meaning half of the machine's memory."""
+    if max_bytes:
+        return max_bytes
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
 @dataclass(frozen=True)

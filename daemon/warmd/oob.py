@@ -1,62 +1,132 @@
-"""Large buffers of a pickle carried after it in the same payload, never copied into it.
+"""Large buffers of a pickle, kept out of it and carried in sealed memfds.
 
-Pickled with protocol 5 and a ``buffer_callback``, each contiguous buffer of at least
-``MIN_BUFFER`` bytes (a numpy array's data, a large bytearray) stays out of the pickle
-stream: the payload is the pickle, then those buffers, and the frame's header lists
-their sizes ("buffers"). The sender writes each from where it already is (a piece of
-the frame, gathered by ``sendmsg``); the receiver unpickles with views of the payload
-it received in their place, so arrays are built on the received bytes, writable, and
-nothing is copied on either side. The daemon passes the payload on as it is.
+Pickled with protocol 5 and a ``buffer_callback``, each contiguous buffer of at
+least ``min_bytes`` (a numpy array's data, a large bytearray) stays out of the
+pickle stream. Buffers that already live in a memfd whose bytes they still are
+(``warmd.inplace``) go as that file; the others are written once into one new
+memfd, each on a page boundary, which is then sealed (``warmd.memfd``). The
+descriptors travel with the frame (SCM_RIGHTS) and its header lists each buffer
+as ``[file, offset, size]``: which of the frame's descriptors, where, how long.
+
+The receiver checks the list against what came (``check``), then unpickles with
+private mappings in the buffers' place (``loads``): arrays are built on them,
+writable, and nothing is copied on either side. The daemon checks and passes the
+descriptors on; it never maps, reads or unpickles them.
 """
 from __future__ import annotations
 
 import io
 import pickle
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
-MIN_BUFFER = 1 << 20   # smaller buffers stay in the pickle: a piece costs more than a copy
-MAX_BUFFERS = 65536    # buffers one payload may list
+from . import inplace, memfd
+from .memfd import Descriptor
+
+MIN_BUFFER = 1 << 20   # default buffers.min_bytes: smaller buffers are copied into the pickle
+MAX_BUFFERS = 65536    # buffers one frame may list
 
 
-def dumps(pickler: Callable[..., pickle.Pickler], obj: Any) -> tuple[list, list[int]]:
-    """The payload's pieces (the pickle, then the buffers kept out of it) and their sizes."""
-    buffers: list[memoryview] = []
+class BadBuffers(ValueError):
+    """A frame's buffer list does not match the descriptors that came with it."""
+
+
+class BuffersTooLarge(BadBuffers):
+    """A frame's buffers are more than buffers.max_bytes."""
+
+
+@dataclass
+class Pickled:
+    """A pickle, and the buffers kept out of it: where each lies, in which of ``files``."""
+    payload: bytes
+    buffers: list[list[int]] = field(default_factory=list)
+    files: list[Descriptor] = field(default_factory=list)
+
+    @property
+    def buffer_bytes(self) -> int:
+        return sum(size for _, _, size in self.buffers)
+
+
+def dumps(pickler: Callable[..., pickle.Pickler], obj: Any, min_bytes: int = MIN_BUFFER) -> Pickled:
+    kept: list[memoryview] = []
 
     def keep_out(buffer: pickle.PickleBuffer) -> bool:
         try:
             raw = buffer.raw()
         except BufferError:  # not contiguous: it goes in the pickle, as a copy
             return True
-        if raw.nbytes < MIN_BUFFER or len(buffers) >= MAX_BUFFERS:
+        if raw.nbytes < min_bytes or len(kept) >= MAX_BUFFERS:
             return True
-        buffers.append(raw)
+        kept.append(raw)
         return False
 
     stream = io.BytesIO()
     pickler(stream, protocol=5, buffer_callback=keep_out).dump(obj)
-    return [stream.getvalue(), *buffers], [b.nbytes for b in buffers]
+    out = Pickled(stream.getvalue())
+    if not kept:
+        return out
+    index: dict[int, int] = {}  # id of a Descriptor -> its place in out.files
+    copies: list[int] = []
+    out.buffers = [[0, 0, 0] for _ in kept]
+    for i, raw in enumerate(kept):
+        found = inplace.source(raw)
+        if found is not None and len(index) < memfd.MAX_FDS - 1 and inplace.reusable(found[0], raw):
+            file = found[0].file
+            if id(file) not in index:
+                index[id(file)] = len(out.files)
+                out.files.append(file)
+            out.buffers[i] = [index[id(file)], found[1], raw.nbytes]
+        else:
+            copies.append(i)
+    if copies:
+        file, offsets = memfd.write_sealed([kept[i] for i in copies])
+        for i, offset in zip(copies, offsets):
+            out.buffers[i] = [len(out.files), offset, kept[i].nbytes]
+        out.files.append(file)
+    return out
 
 
-def split(payload: Any, sizes: list[int]) -> tuple[memoryview, list[memoryview]]:
-    """The pickle and views of the buffers after it (ValueError if they cannot fit)."""
-    view = memoryview(payload)
-    start = len(view) - sum(sizes)
-    if start < 0 or any(not isinstance(n, int) or n < 0 for n in sizes):
-        raise ValueError(f"the payload of {len(view)} bytes cannot hold buffers of {sum(sizes)}")
-    buffers, at = [], start
-    for n in sizes:
-        buffers.append(view[at:at + n])
-        at += n
-    return view[:start], buffers
+def check(buffers: Any, files: Sequence[Descriptor], max_bytes: int = 0) -> int:
+    """The bytes of ``files``, after checking that ``buffers`` (a header's list) names
+    exactly these descriptors and that each is a sealed memfd holding what it lists;
+    BadBuffers (or BuffersTooLarge, over ``max_bytes``) if not."""
+    if buffers is None:
+        buffers = []
+    if not isinstance(buffers, list) or len(buffers) > MAX_BUFFERS:
+        raise BadBuffers(f"buffers must be a list of at most {MAX_BUFFERS} [file, offset, size] entries")
+    if len(files) > memfd.MAX_FDS:
+        raise BadBuffers(f"{len(files)} descriptors came with one frame; at most {memfd.MAX_FDS} may")
+    need = [0] * len(files)
+    used = [False] * len(files)
+    for entry in buffers:
+        if (not isinstance(entry, list) or len(entry) != 3
+                or any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in entry)):
+            raise BadBuffers("each buffer must be [file, offset, size], three integers >= 0")
+        i, offset, size = entry
+        if i >= len(files):
+            raise BadBuffers(f"a buffer is in file {i}, but {len(files)} descriptors came with the frame")
+        used[i] = True
+        need[i] = max(need[i], offset + size)
+    if not all(used):
+        raise BadBuffers(f"{len(files)} descriptors came with the frame, but its buffers name "
+                         f"{sum(used)} of them")
+    total = 0
+    for file, n in zip(files, need):
+        try:
+            total += memfd.check(file.fd, n)
+        except memfd.BadDescriptor as exc:
+            raise BadBuffers(str(exc)) from None
+    if max_bytes and total > max_bytes:
+        raise BuffersTooLarge(f"the frame's buffers are {total} bytes, over the daemon's limit of "
+                              f"{max_bytes} (buffers.max_bytes)")
+    return total
 
 
-def loads(payload: Any, sizes: list[int] | None, load: Callable[..., Any] = pickle.loads) -> Any:
-    """Unpickle a payload made by ``dumps`` (``load`` takes ``buffers=`` as pickle.loads does)."""
-    if not sizes:
+def loads(payload: Any, buffers: list[list[int]] | None, files: Sequence[Descriptor] = (),
+          load: Callable[..., Any] = pickle.loads) -> Any:
+    """Unpickle what ``dumps`` made, each buffer a private mapping of its (checked) file
+    (``load`` takes ``buffers=`` as pickle.loads does)."""
+    if not buffers:
         return load(payload)
-    head, buffers = split(payload, sizes)
-    return load(head, buffers=buffers)
-
-
-def size(payload: bytes | list) -> int:
-    return len(payload) if not isinstance(payload, list) else sum(len(memoryview(p).cast("B")) for p in payload)
+    return load(payload, buffers=[memfd.map_private(files[i], offset, size)
+                                  for i, offset, size in buffers])

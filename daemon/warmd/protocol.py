@@ -10,6 +10,11 @@ A frame is an 8-byte prefix, a JSON header and opaque payload bytes::
     payload: bytes the daemon never interprets (cloudpickled calls and results,
              raw job output)
 
+A frame may carry descriptors (sealed memfds holding array data, see warmd.oob)
+as SCM_RIGHTS data. They are sent with the frame's first bytes, in a sendmsg of
+that frame's bytes alone, so they arrive with a read that holds the frame's
+start; the reader gives them to the frame that read ends in.
+
 ``FrameReader`` turns received bytes into ``Frame`` objects; ``encode`` turns a
 header and payload into bytes. The daemon, the worker and both clients use these
 two and nothing else to speak the protocol. See warmd-protocol(7).
@@ -30,7 +35,7 @@ try:
 except ImportError:  # Debian 12 does not package it: the standard library's json does the same job
     orjson = None
 
-PROTOCOL_VERSION = 5
+PROTOCOL_VERSION = 6
 PREFIX = struct.Struct(">BBHI")
 DEFAULT_MAX_PAYLOAD = 256 * 1024 * 1024
 MAX_HEADER = 0xFFFF
@@ -95,6 +100,7 @@ E_INTERNAL = "internal_error"
 class Frame:
     header: dict[str, Any]
     payload: bytes = b""
+    files: tuple = ()   # descriptors that came with it (warmd.memfd.Descriptor)
 
     @property
     def type(self) -> str:
@@ -111,6 +117,23 @@ LARGE = 1 << 16
 Wire = list  # a frame's bytes on the wire: pieces (bytes, bytearray, memoryview) sent in order
 
 
+class FdPiece:
+    """A frame's first piece with the descriptors that go with it. Holding the
+    descriptors' owners keeps them open until the piece has been sent (or dropped)."""
+
+    __slots__ = ("data", "files")
+
+    def __init__(self, data: bytes, files: Any) -> None:
+        self.data = data
+        self.files = tuple(files)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def fds(self) -> list[int]:
+        return [f.fd for f in self.files]
+
+
 def _head(header: dict[str, Any], payload_size: int) -> bytes:
     head = dump_json(header)
     if len(head) > MAX_HEADER:
@@ -123,20 +146,28 @@ def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
     return _head(header, len(payload)) + payload
 
 
-def encode_parts(header: dict[str, Any], payload: bytes | bytearray | memoryview | list = b"") -> Wire:
+def encode_parts(header: dict[str, Any], payload: bytes | bytearray | memoryview = b"",
+                 files: Any = ()) -> Wire:
     """Serialise one frame as pieces: a large payload is not copied to join its header.
-    ``payload`` may itself be pieces (a pickle and the buffers that follow it)."""
-    pieces = payload if isinstance(payload, list) else [payload]
-    pieces = [memoryview(p).cast("B") if isinstance(p, memoryview) else p for p in pieces]
-    total = sum(len(p) for p in pieces)
-    head = _head(header, total)
-    if total < LARGE:
-        return [b"".join([head, *pieces])]
-    return [head, *pieces]
+    ``files``, descriptors to send with it, go with its first piece."""
+    if isinstance(payload, memoryview):
+        payload = payload.cast("B")
+    head = _head(header, len(payload))
+    pieces = [head + payload] if len(payload) < LARGE else [head, payload]
+    if files:
+        pieces[0] = FdPiece(pieces[0], files)
+    return pieces
 
 
 def wire_size(data: bytes | Wire) -> int:
     return len(data) if not isinstance(data, list) else sum(len(piece) for piece in data)
+
+
+def wire_files(data: bytes | Wire) -> tuple:
+    """The descriptors a frame's pieces carry."""
+    if isinstance(data, list):
+        return tuple(f for piece in data if isinstance(piece, FdPiece) for f in piece.files)
+    return ()
 
 
 class FrameReader:
@@ -146,6 +177,10 @@ class FrameReader:
     arrive, and the frame's payload is that buffer (a bytearray), never copied again.
     It grows with what was received, not with what the header declares: a peer that
     declares a large frame and sends nothing costs nothing.
+
+    Descriptors come with the read they arrived with (``receive_data(data, files)``).
+    They belong to the frame that read's last byte is in, and that frame must start
+    in the same read (see the module's docstring); anything else is a ProtocolError.
     """
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
@@ -154,8 +189,18 @@ class FrameReader:
         self._big: bytearray | None = None   # the large payload being received
         self._big_size = 0
         self._big_header: dict[str, Any] | None = None
+        self._big_end = 0                    # where it ends, from the frame's start
+        self._received = 0                   # bytes received so far: the stream offset
+        self._start = 0                      # the stream offset of the frame being read
+        self._files: list[tuple[int, int, tuple]] = []  # (first, last byte of the read, fds)
 
-    def receive_data(self, data: bytes | memoryview) -> None:
+    def receive_data(self, data: bytes | memoryview, files: Any = ()) -> None:
+        if files:
+            self._files.append((self._received, self._received + len(data) - 1, tuple(files)))
+        self._received += len(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes | memoryview) -> None:
         if self._big is not None:
             take = self._big_size - len(self._big)
             if len(data) <= take:
@@ -168,13 +213,24 @@ class FrameReader:
     @property
     def pending(self) -> int:
         """Bytes received but not yet part of a complete frame (non-zero at EOF = truncated)."""
-        return len(self._buf) + (len(self._big) + 1 if self._big is not None else 0)
+        return len(self._buf) + (len(self._big) + 1 if self._big is not None else 0) + len(self._files)
+
+    def _frame(self, header: dict[str, Any], payload: Any, end: int) -> Frame:
+        """The frame from ``self._start`` to ``end``, with the descriptors that came with it."""
+        start, self._start = self._start, end
+        if not self._files or self._files[0][1] >= end:
+            return Frame(header, payload)
+        first, _, files = self._files.pop(0)
+        if first > start or (self._files and self._files[0][1] < end):
+            self._files.clear()
+            raise ProtocolError("descriptors came in the middle of a frame, not with its start")
+        return Frame(header, payload, files)
 
     def next_frame(self) -> Frame | None:
         if self._big is not None:
             if len(self._big) < self._big_size:
                 return None
-            frame = Frame(self._big_header, self._big)
+            frame = self._frame(self._big_header, self._big, self._start + self._big_end)
             self._big = self._big_header = None
             return frame
         buf = self._buf
@@ -204,15 +260,16 @@ class FrameReader:
             # From here the payload collects in its own buffer; what came with the header
             # is its first part, and whatever follows it is for later frames.
             self._big, self._big_size, self._big_header = bytearray(), plen, header
+            self._big_end = end
             with memoryview(buf) as view:
                 rest = bytes(view[start:])
             del buf[:]
-            self.receive_data(rest)
+            self._feed(rest)
             return self.next_frame()
         with memoryview(buf) as view:
             payload = bytes(view[start:end])
         del buf[:end]
-        return Frame(header, payload)
+        return self._frame(header, payload, self._start + end)
 
     def frames(self) -> list[Frame]:
         out = []

@@ -13,17 +13,23 @@ from .protocol import RECV_SIZE
 
 
 class BufferedReceiver(asyncio.BufferedProtocol):
-    """Hands each read to ``received`` as a memoryview that is valid only during the call."""
+    """Hands each read to ``received`` as a memoryview that is valid only during the call,
+    with the descriptors that came with it (see ``warmd.unixtransport``)."""
 
     _buffer: memoryview | None = None
+    _files: list | tuple = ()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._buffer is None:
             self._buffer = memoryview(bytearray(RECV_SIZE))
         return self._buffer
 
-    def buffer_updated(self, nbytes: int) -> None:
-        self.received(self._buffer[:nbytes])
+    def files_received(self, files: list) -> None:
+        self._files = files
 
-    def received(self, data: memoryview) -> None:
+    def buffer_updated(self, nbytes: int) -> None:
+        files, self._files = self._files, []
+        self.received(self._buffer[:nbytes], files)
+
+    def received(self, data: memoryview, files: list) -> None:
         raise NotImplementedError

@@ -5,8 +5,10 @@ into one bytearray, so a large frame is copied whole once more in the daemon; an
 it has no way to pass file descriptors. This one keeps what is waiting as a queue
 of the caller's own buffers (frames are never changed once written) and sends
 them with one gathering ``sendmsg``; reads go through the protocol's buffer
-(``asyncio.BufferedProtocol``) with ``recvmsg_into``. Descriptors that arrive
-are closed: nothing in warmd sends any yet.
+(``asyncio.BufferedProtocol``) with ``recvmsg_into``. A frame's descriptors
+(an ``FdPiece``) go with its first piece, as ``warmd.fdpass`` says; those that
+arrive are handed to the protocol (``files_received``) before the bytes they came
+with, or closed if it takes none.
 
 It offers what warmd's protocols use of ``asyncio.Transport``: write, close,
 abort, write_eof, flow control (pause_writing above the high-water mark,
@@ -14,18 +16,18 @@ resume_writing at a quarter of it), pause/resume_reading and get_extra_info.
 """
 from __future__ import annotations
 
-import array
 import asyncio
 import collections
 import logging
-import os
 import socket
 from typing import Any, Callable
 
+from . import fdpass
+from .errors import ProtocolError
+from .protocol import FdPiece
+
 log = logging.getLogger("warmd")
 
-_MAX_IOV = 512            # buffers per sendmsg, under the kernel's IOV_MAX
-_ANCILLARY = socket.CMSG_SPACE(64 * array.array("i").itemsize)
 _ACCEPTS = 64             # connections taken per wake-up of the listening socket
 _DEFAULT_HIGH = 64 * 1024
 
@@ -39,7 +41,7 @@ class UnixTransport(asyncio.Transport):
         self._sock = sock
         self._fd = sock.fileno()
         self._protocol = protocol
-        self._pending: collections.deque[memoryview] = collections.deque()
+        self._pending: collections.deque[memoryview | FdPiece] = collections.deque()
         self._size = 0
         self._high = _DEFAULT_HIGH
         self._low = _DEFAULT_HIGH // 4
@@ -91,28 +93,24 @@ class UnixTransport(asyncio.Transport):
     def can_write_eof(self) -> bool:
         return True
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview | FdPiece) -> None:
         """Queue ``data`` (not copied: it must not change afterwards) and send what the
-        socket takes now."""
+        socket takes now. An ``FdPiece`` keeps its descriptors open until they are sent."""
         if self._eof:
             raise RuntimeError("cannot write() after write_eof()")
         if self._lost or not len(data):
             return  # after a close that had nothing left to send, or a lost connection
-        view = memoryview(data).cast("B")
-        if not self._pending:
-            try:
-                sent = self._sock.send(view)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError as exc:
-                self._fatal(exc)
-                return
-            if sent == len(view):
-                return
-            view = view[sent:]
-            self._loop.add_writer(self._fd, self._write_ready)
-        self._pending.append(view)
-        self._size += len(view)
+        piece: memoryview | FdPiece
+        if isinstance(data, FdPiece):
+            piece = FdPiece(memoryview(data.data).cast("B"), data.files)
+        else:
+            piece = memoryview(data).cast("B")
+        self._pending.append(piece)
+        self._size += len(piece)
+        if len(self._pending) == 1:
+            self._send()
+            if self._pending:
+                self._loop.add_writer(self._fd, self._write_ready)
         if not self._paused_protocol and self._size > self._high:
             self._paused_protocol = True
             self._protocol.pause_writing()
@@ -153,13 +151,17 @@ class UnixTransport(asyncio.Transport):
     def _read_ready(self) -> None:
         try:
             buffer = self._protocol.get_buffer(-1)
-            nbytes, ancdata, flags, _ = self._sock.recvmsg_into([buffer], _ANCILLARY)
+            nbytes, files = fdpass.recv_into(self._sock, buffer)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError as exc:
+        except (OSError, ProtocolError) as exc:
             self._fatal(exc)
             return
-        _close_descriptors(ancdata)
+        if files:
+            taker = getattr(self._protocol, "files_received", None)
+            if taker is not None:
+                taker(files)
+            del files  # not taken: closed here
         if not nbytes:
             self.pause_reading()
             if not self._protocol.eof_received():
@@ -167,20 +169,30 @@ class UnixTransport(asyncio.Transport):
             return
         self._protocol.buffer_updated(nbytes)
 
-    def _write_ready(self) -> None:
+    def _send(self) -> None:
+        """One gathering sendmsg from the front of the queue, as much as the socket takes."""
         pending = self._pending
+        views, fds = fdpass.gather(pending)
         try:
-            sent = self._sock.sendmsg(list(_first(pending, _MAX_IOV)))
+            sent = self._sock.sendmsg(views, fdpass.rights(fds)) if fds else self._sock.sendmsg(views)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._fatal(exc)
             return
+        if fds:
+            pending[0] = pending[0].data  # its descriptors are the peer's now: ours close
         self._size -= sent
         while pending and sent >= len(pending[0]):
             sent -= len(pending.popleft())
         if sent:
             pending[0] = pending[0][sent:]
+
+    def _write_ready(self) -> None:
+        pending = self._pending
+        self._send()
+        if self._lost:
+            return
         if self._paused_protocol and self._size <= self._low:
             self._paused_protocol = False
             self._protocol.resume_writing()
@@ -217,26 +229,6 @@ class UnixTransport(asyncio.Transport):
             protocol.connection_lost(exc)
         finally:
             self._sock.close()
-
-
-def _first(pending: collections.deque, n: int):
-    for i, view in enumerate(pending):
-        if i == n:
-            return
-        yield view
-
-
-def _close_descriptors(ancdata: list) -> None:
-    """Descriptors a peer sent: nothing here takes any, so none may stay open."""
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds = array.array("i")
-            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-            for fd in fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
 
 
 class UnixServer:

@@ -146,7 +146,7 @@ class Harness:
         stream = self.hello + frames(atheris.FuzzedDataProvider(data), ids)
         # In pieces, as a socket delivers them: frames cut across reads must work too.
         for start in range(0, len(stream), 4096):
-            conn.received(memoryview(stream[start:start + 4096]))
+            conn.received(memoryview(stream[start:start + 4096]), [])
         conn.connection_lost(None)
         self.check(transport)
 

@@ -12,6 +12,7 @@ from .group import GroupProgress, rollup
 
 class _AsyncClient(Protocol):
     _modules: jobspec.UserModules
+    _core: Any  # client.core.ClientCore
 
     async def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None,
                          group: str | None = None) -> Any: ...
@@ -34,7 +35,7 @@ class AsyncJobGroup:
         return self._job.job_id
 
     async def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return await self.submit_job(jobspec.call(fn, args, kwargs, self._client._modules))
+        return await self.submit_job(self._client._core.call(fn, args, kwargs, self._client._modules))
 
     async def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None) -> Any:
         if self._closed:
@@ -49,7 +50,8 @@ class AsyncJobGroup:
 
     async def submit_each(self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...],
                           device: int | None = None) -> list[Any]:
-        return [await self.submit_job(jobspec.call(fn, args, {}, self._client._modules), device=device)
+        core, modules = self._client._core, self._client._modules
+        return [await self.submit_job(core.call(fn, args, {}, modules), device=device)
                 for args in zip(*iterables)]
 
     async def results(self, jobs: list[Any]) -> list[Any]:

@@ -18,7 +18,8 @@ from ..errors import (AmbiguousJob, DaemonUnavailable, FrameTooLarge, JobLost, P
 from ..protocol import (DEFAULT_MAX_PAYLOAD, E_AMBIGUOUS_JOB, E_DENIED, E_UNKNOWN_JOB, E_VERSION, Frame,
                         FrameReader, Wire, encode, encode_parts, hello)
 from .events import Event, Finished, from_frame
-from .jobspec import JobRequest
+from . import jobspec
+from .jobspec import JobRequest, UserModules
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,27 @@ class ClientCore:
     def greeting(self) -> bytes:
         return encode(hello(self.client_name, os.getpid()))
 
-    def request(self, message: str, payload: bytes | list = b"", /, **fields: Any) -> tuple[int, Wire]:
+    @property
+    def buffer_min(self) -> int:
+        """The smallest buffer that travels in a memfd rather than in the pickle (buffers.min_bytes)."""
+        return int(self.welcome.get("buffer_min") or oob.MIN_BUFFER) if self.welcome else oob.MIN_BUFFER
+
+    def call(self, fn: Any, args: tuple, kwargs: dict, modules: UserModules) -> JobRequest:
+        """A call as a job, its large buffers kept out of its pickle as this daemon says."""
+        return jobspec.call(fn, args, kwargs, modules, self.buffer_min)
+
+    def request(self, message: str, payload: bytes = b"", /, files: Any = (), buffer_bytes: int = 0,
+                **fields: Any) -> tuple[int, Wire]:
         limit = self.welcome.get("max_frame") if self.welcome is not None else None
-        if limit and oob.size(payload) > limit:
-            raise FrameTooLarge(f"this {message} is {oob.size(payload)} bytes, over the daemon's limit of "
+        if limit and len(payload) > limit:
+            raise FrameTooLarge(f"this {message} is {len(payload)} bytes, over the daemon's limit of "
                                 f"{limit} (daemon.max_frame): pass large data by path, not by value")
+        cap = self.welcome.get("buffer_max") if self.welcome is not None else None
+        if cap and buffer_bytes > cap:
+            raise FrameTooLarge(f"this {message}'s arrays are {buffer_bytes} bytes, over the daemon's "
+                                f"limit of {cap} (buffers.max_bytes): pass them by path, or raise it")
         req = next(self._req)
-        return req, encode_parts({"t": message, "req": req, **fields}, payload)
+        return req, encode_parts({"t": message, "req": req, **fields}, payload, files)
 
     def submit(self, request: JobRequest, device: int | None, attach: bool,
                group: str | None = None) -> tuple[int, Wire]:
@@ -61,7 +76,9 @@ class ClientCore:
         connection has not sent yet. The bytes must go out in this order, before any later
         request's: the daemon takes a submit's modules from what the connection sent before it.
         """
-        req, data = self.request("submit", request.payload, **request.submit_fields(device, attach, group))
+        req, data = self.request("submit", request.payload, files=request.files,
+                                 buffer_bytes=request.buffer_bytes,
+                                 **request.submit_fields(device, attach, group))
         sources = []  # after the submit is made: a refused one (too large) sends nothing
         for module in request.modules:
             if self._sources_sent.get(module.name) != module.sha:
@@ -69,8 +86,8 @@ class ClientCore:
                 self._sources_sent[module.name] = module.sha
         return req, [*sources, *data]
 
-    def receive_data(self, data: bytes | memoryview) -> list[Delivery]:
-        self.reader.receive_data(data)
+    def receive_data(self, data: bytes | memoryview, files: Any = ()) -> list[Delivery]:
+        self.reader.receive_data(data, files)
         out: list[Delivery] = []
         while (frame := self.reader.next_frame()) is not None:
             if self.welcome is None:

@@ -1,7 +1,6 @@
 """What a job streams to its clients, as plain values."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -118,6 +117,7 @@ class Finished:
     error: dict[str, str] | None
     payload: bytes = field(repr=False, default=b"")
     info: dict[str, Any] = field(default_factory=dict)
+    files: tuple = field(repr=False, default=())  # the result's buffers' memfds (warmd.oob)
 
     @property
     def worker_pid(self) -> int | None:
@@ -137,7 +137,7 @@ def from_frame(frame: Frame) -> Event | Finished | None:
     if h["t"] == "done":
         info = {k: v for k, v in h.items() if k not in ("t", "job", "state", "exit_status", "error")}
         return Finished(h["job"], h["state"], int(h.get("exit_status") or 0), h.get("error"),
-                        frame.payload, info)
+                        frame.payload, info, frame.files)
     kind = h.get("kind")
     job, seq = h["job"], int(h.get("seq", 0))
     if kind in ("stdout", "stderr"):
@@ -161,13 +161,3 @@ def from_frame(frame: Frame) -> Event | Finished | None:
     if kind == "state":
         return StateChange(job, seq, h.get("state", ""), h.get("worker_pid"), h.get("device"))
     return None
-
-
-def for_each(item: Event | Finished, followers: int) -> list[Event | Finished]:
-    """The item for each of a job's followers in one client. A result's arrays are built on
-    the bytes of its end (see ``warmd.oob``): each follower after the first gets its own
-    copy of those bytes, so two futures of one job never share an array."""
-    if followers <= 1 or not isinstance(item, Finished) or not item.info.get("buffers"):
-        return [item] * followers
-    return [item] + [dataclasses.replace(item, payload=bytearray(item.payload))
-                     for _ in range(followers - 1)]

@@ -20,6 +20,7 @@ from .events import ChildProgress, Finished
 class _Client(Protocol):
     """What a group calls back into (``warmd.Client``, which builds groups)."""
     _modules: jobspec.UserModules
+    _core: Any  # client.core.ClientCore
 
     def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None,
                    attach: bool = True, group: str | None = None) -> Any: ...
@@ -75,7 +76,7 @@ class JobGroup(concurrent.futures.Executor):
         return self._future.job_id
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        return self.submit_job(jobspec.call(fn, args, kwargs, self._client._modules))
+        return self.submit_job(self._client._core.call(fn, args, kwargs, self._client._modules))
 
     def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None) -> Any:
         if self._closed:
@@ -87,7 +88,8 @@ class JobGroup(concurrent.futures.Executor):
             chunksize: int = 1, device: int | None = None) -> Iterator[Any]:
         """Like ``Executor.map``: results in order; raises at the first failing item, and
         then (as the iterator is dropped) cancels the jobs not yet done."""
-        futures = [self.submit_job(jobspec.call(fn, args, {}, self._client._modules), device=device)
+        core, modules = self._client._core, self._client._modules
+        futures = [self.submit_job(core.call(fn, args, {}, modules), device=device)
                    for args in zip(*iterables)]
         return results_in_order(futures, timeout, self.cancel)
 

@@ -32,9 +32,11 @@ class JobRequest:
     """The header fields and payload of a "submit" frame, and the module sources it names."""
     kind: str
     name: str
-    payload: bytes | list = b""     # or pieces: a pickle and the buffers after it
+    payload: bytes = b""
     fields: dict[str, Any] = field(default_factory=dict)
     modules: list[ModuleSource] = field(default_factory=list)
+    files: list = field(default_factory=list)   # memfds of the buffers kept out of the pickle
+    buffer_bytes: int = 0
 
     def submit_fields(self, device: int | None, attach: bool, group: str | None = None) -> dict[str, Any]:
         fields = {"kind": self.kind, "name": self.name, "cwd": os.getcwd(), "device": device,
@@ -124,18 +126,20 @@ class UserModules:
         return entry
 
 
-def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules) -> JobRequest:
+def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules,
+         min_buffer: int = oob.MIN_BUFFER) -> JobRequest:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     needs: list[str] = []
-    payload, buffers = dumps((fn, tuple(args), dict(kwargs)), needs)
+    pickled = dumps((fn, tuple(args), dict(kwargs)), needs, min_buffer)
     # The import directories travel in the header: wrapping the call's pickle with them
     # would copy a large argument once more.
     fields: dict[str, Any] = {"paths": modules.sys_path()}
-    if buffers:
-        fields["buffers"] = buffers
+    if pickled.buffers:
+        fields["buffers"] = pickled.buffers
     if needs:
         fields["needs"] = needs
-    return JobRequest("call", name, payload, fields, modules=modules.manifest())
+    return JobRequest("call", name, pickled.payload, fields, modules=modules.manifest(),
+                      files=pickled.files, buffer_bytes=pickled.buffer_bytes)
 
 
 def script(path: str, argv: list[str]) -> JobRequest:
@@ -150,17 +154,17 @@ def code(source: str, argv: list[str]) -> JobRequest:
     return JobRequest("code", f"-c {first[:40]}", source.encode(), {"argv": list(argv)})
 
 
-def dumps(obj: Any, needs: list[str]) -> tuple[list, list[int]]:
+def dumps(obj: Any, needs: list[str], min_buffer: int = oob.MIN_BUFFER) -> oob.Pickled:
     """cloudpickle, except that code pickled by value (functions of ``__main__``) keeps its
     file name, so worker tracebacks quote it rather than "<dynamic-code>"; references to
     other jobs' results (``warmd.ref``, futures) pickle as such, their job ids added to
-    ``needs``; and large buffers (array data) are kept out of the pickle. Returns the
-    payload's pieces and the buffers' sizes (see ``warmd.oob``)."""
+    ``needs``; and large buffers (array data) are kept out of the pickle, in memfds
+    (see ``warmd.oob``)."""
     def pickler(stream: Any, **options: Any) -> Any:
         made = _pickler()(stream, **options)
         made.needs = needs
         return made
-    return oob.dumps(pickler, obj)
+    return oob.dumps(pickler, obj, min_buffer)
 
 
 @functools.lru_cache(maxsize=1)

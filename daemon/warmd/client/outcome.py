@@ -22,7 +22,7 @@ def result_of(end: Finished) -> Any:
         if not end.payload:
             return None
         import cloudpickle
-        return oob.loads(end.payload, end.info.get("buffers"), cloudpickle.loads)
+        return oob.loads(end.payload, end.info.get("buffers"), end.files, cloudpickle.loads)
     error = end.error or {}
     if end.state == "cancelled":
         raise JobCancelled(end.job, error.get("message", ""))

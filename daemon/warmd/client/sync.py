@@ -7,13 +7,14 @@ import sys
 import threading
 from typing import Any, Callable
 
+from .. import fdpass
 from ..channel import Channel, send_wire
 from ..errors import DaemonUnavailable, WarmdError
 from ..protocol import RECV_SIZE, Frame, Wire
 from . import jobspec
 from .connect import connect, socket_path
 from .core import ClientCore, JobItem, Reply, cancel_fields, raise_for
-from .events import Event, Finished, Gap, Output, for_each
+from .events import Event, Finished, Gap, Output
 from .future import JobFuture
 from .group import JobGroup
 
@@ -77,12 +78,12 @@ class Client(concurrent.futures.Executor):
         sock, buffer = self._channel.sock, bytearray(RECV_SIZE)
         try:
             while True:
-                n = sock.recv_into(buffer)
+                n, files = fdpass.recv_into(sock, buffer)
                 if not n:
                     error = self._core.eof()
                     break
                 with memoryview(buffer) as view:
-                    deliveries = self._core.receive_data(view[:n])
+                    deliveries = self._core.receive_data(view[:n], files)
                 for delivery in deliveries:
                     self._deliver(delivery)
         except BaseException as exc:  # a protocol error or a reset: fail everything pending
@@ -113,8 +114,8 @@ class Client(concurrent.futures.Executor):
                     self._jobs.pop(delivery.job, None)
             if self.echo and isinstance(item, (Output, Gap)):
                 _echo(item)
-            for future, own in zip(futures, for_each(item, len(futures))):
-                future._add(own)
+            for future in futures:  # each unpickles its own result: its arrays are its own
+                future._add(item)
             return
         with self._lock:
             waiter = self._requests.pop(delivery.req, None)
@@ -170,12 +171,12 @@ class Client(concurrent.futures.Executor):
     # ---------------------------------------------------------------- submitting
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
         """Run ``fn(*args, **kwargs)`` on a warm worker (Executor.submit)."""
-        return self.submit_job(jobspec.call(fn, args, kwargs, self._modules))
+        return self.submit_job(self._core.call(fn, args, kwargs, self._modules))
 
     def submit_call(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
                     device: int | None = None) -> JobFuture:
         """Like ``submit`` with the job's options spelled out (``device`` pins a GPU)."""
-        return self.submit_job(jobspec.call(fn, args, kwargs or {}, self._modules), device=device)
+        return self.submit_job(self._core.call(fn, args, kwargs or {}, self._modules), device=device)
 
     def run_script(self, path: str, argv: list[str] | None = None, *, device: int | None = None) -> JobFuture:
         """Run a Python script with runpy, as ``python path argv...`` would."""

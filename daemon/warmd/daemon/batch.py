@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..protocol import LARGE
+from ..protocol import LARGE, FdPiece
 from .ledger import Ledger
 
 
@@ -60,7 +60,7 @@ def _joined(chunks: list) -> list:
     """The chunks as few pieces: small ones joined, a large payload left as it is."""
     out, small = [], []
     for chunk in chunks:
-        if len(chunk) < LARGE:
+        if len(chunk) < LARGE and not isinstance(chunk, FdPiece):  # descriptors keep their piece
             small.append(chunk)
             continue
         if small:

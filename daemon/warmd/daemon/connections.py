@@ -6,6 +6,7 @@ import logging
 import os
 from typing import Any, Callable, Protocol
 
+from .. import fdpass
 from ..credentials import peer_credentials
 from ..errors import ProtocolError, VersionMismatch
 from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, RECV_SIZE, FrameReader, Wire, encode
@@ -66,10 +67,10 @@ class ClientConnection(BufferedReceiver):
         self.accepted = True
         self.supervisor.client_connected(self)
 
-    def received(self, data: memoryview) -> None:
+    def received(self, data: memoryview, files: list) -> None:
         if self.closed:
-            return
-        self.reader.receive_data(data)
+            return  # and its descriptors close as they are dropped
+        self.reader.receive_data(data, files)
         self._handle_frames()
 
     def _handle_frames(self) -> None:
@@ -188,9 +189,9 @@ class WorkerConnection(BufferedReceiver):
         self.worker.connection = self
         self.supervisor.worker_connected(self.worker)
 
-    def received(self, data: memoryview) -> None:
+    def received(self, data: memoryview, files: list) -> None:
         # Not batched: a job's end goes to its clients at once, ahead of the bookkeeping.
-        self.reader.receive_data(data)
+        self.reader.receive_data(data, files)
         try:
             while (frame := self.reader.next_frame()) is not None:
                 self.supervisor.worker_frame(self.worker, frame)
@@ -206,14 +207,15 @@ class WorkerConnection(BufferedReceiver):
     def drain(self) -> None:
         """Handle now whatever the worker has already sent, ahead of the event loop."""
         sock = self.worker.sock
+        buffer = bytearray(RECV_SIZE)
         while self.transport is not None:
             try:
-                data = sock.recv(RECV_SIZE)
-            except OSError:
+                n, files = fdpass.recv_into(sock, buffer)
+            except (OSError, ProtocolError):
                 return  # nothing more now (EAGAIN), or an error the transport sees too
-            if not data:
+            if not n:
                 return  # end of stream: the transport's own read handles it
-            self.received(memoryview(data))
+            self.received(memoryview(buffer)[:n], files)
 
     def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         self.write(encode(header, payload))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from .. import oob
 from ..config import MAX_INT, parse_seconds
 
 MAX_TEXT = 4096        # a name, a path, one argument
@@ -59,19 +60,14 @@ def texts(header: dict[str, Any], key: str) -> list[str]:
     return [_text(f"{key}[{i}]", item) for i, item in enumerate(value)]
 
 
-def sizes(header: dict[str, Any], key: str, payload: int) -> list[int]:
-    """Sizes of the buffers at the end of a payload of ``payload`` bytes (absent: none)."""
-    value = header.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > MAX_ITEMS:
-        raise BadRequest(f"{key} must be a list of at most {MAX_ITEMS} sizes, not {_show(value)}")
-    for i, n in enumerate(value):
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_INT:
-            raise BadRequest(f"{key}[{i}] must be a size in bytes, not {_show(n)}")
-    if sum(value) > payload:
-        raise BadRequest(f"{key} add up to {sum(value)} bytes, more than the {payload}-byte payload")
-    return value
+def buffers(header: dict[str, Any], files: tuple, max_bytes: int) -> tuple[list[list[int]], int]:
+    """The frame's buffer list, checked against the descriptors that came with it (see
+    ``warmd.oob.check``), and their bytes; absent means none."""
+    value = header.get("buffers")
+    try:
+        return value or [], oob.check(value, files, max_bytes)
+    except oob.BadBuffers as exc:
+        raise BadRequest(f"buffers: {exc}") from None
 
 
 def mapping(header: dict[str, Any], key: str) -> dict[str, str]:

@@ -67,7 +67,8 @@ class Handoff:
         result goes from the bytes the daemon keeps, uncopied."""
         return [piece for n in job.needs
                 for piece in encode_parts({"t": "result", "job": n.id,
-                                           "buffers": (n.done_header or {}).get("buffers") or []}, n.result)]
+                                           "buffers": (n.done_header or {}).get("buffers") or []},
+                                          n.result, n.result_files)]
 
     def started(self, job: Job) -> None:
         """``job`` has its results (or ended without them): they need not be kept for it."""

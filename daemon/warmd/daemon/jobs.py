@@ -38,6 +38,7 @@ class Job:
     payload: bytes
     client_pid: int | None
     device: int | None
+    files: tuple = ()        # descriptors of the call's buffers (warmd.memfd.Descriptor): until it runs
     submitted: float = field(default_factory=time.time)
     state: str = QUEUED
     started: float | None = None
@@ -66,7 +67,9 @@ class Job:
     progress: dict[str, Any] | None = None  # the latest report of warmd.progress
     open: bool = False              # a group that still takes jobs
     needs: tuple["Job", ...] = ()   # jobs whose results this one takes as arguments
-    result_size: int = 0            # the pickled result's bytes at the end of done_frame
+    result: bytes | memoryview = b""  # the pickled result, as the end frame carries it
+    result_files: tuple = ()        # descriptors of its buffers, sent with the end frame
+    result_file_bytes: int = 0      # what those files hold
     pins: int = 0                   # queued jobs that need this one's result: kept until they start
 
     def __post_init__(self) -> None:
@@ -79,30 +82,27 @@ class Job:
     @property
     def stored_bytes(self) -> int:
         """What the daemon holds for this job: its kept events and its end (with the result)."""
-        return self.replay.bytes + (wire_size(self.done_frame) if self.done_frame else 0)
+        return (self.replay.bytes + (wire_size(self.done_frame) if self.done_frame else 0)
+                + self.result_file_bytes)
 
     def add_event(self, fields: dict[str, Any], payload: bytes = b"") -> bytes:
         frame = encode({"t": "event", "job": self.id, "seq": self.replay.last + 1, **fields}, payload)
         self.replay.add(frame, len(payload))
         return frame
 
-    def finish(self, header: dict[str, Any], payload: bytes = b"") -> list:
+    def finish(self, header: dict[str, Any], payload: bytes = b"", files: tuple = (),
+               file_bytes: int = 0) -> list:
         self.state = header["state"]
         self.finished = time.time()
         self.payload = b""
+        self.files = ()
         self.modules = ()
         self.done_header = {"t": "done", "job": self.id, "worker_pid": self.worker_pid,
                             "submitted": self.submitted, "started": self.started,
                             "finished": self.finished, **header}
-        self.done_frame = encode_parts(self.done_header, payload)
-        self.result_size = len(payload)
+        self.done_frame = encode_parts(self.done_header, payload, files)
+        self.result, self.result_files, self.result_file_bytes = payload, tuple(files), file_bytes
         return self.done_frame
-
-    @property
-    def result(self) -> memoryview:
-        """The pickled result, as the end frame carries it (a view: no copy is kept)."""
-        last = memoryview(self.done_frame[-1] if self.done_frame else b"")
-        return last[len(last) - self.result_size:]
 
     @property
     def owner(self) -> "Job | None":

@@ -42,6 +42,8 @@ class Host(Protocol):
     warmup_error: str | None
     replay_limit: int
     max_payload: int
+    buffer_min: int
+    buffer_max: int
     started_by: str
     python: str
     cloudpickle: str
@@ -76,6 +78,11 @@ class Requests:
             conn.send({"t": "error", "req": req, "code": E_UNKNOWN_TYPE,
                        "message": f"unknown message type {kind[:40]!r}"})
             return
+        if frame.files and kind != "submit":
+            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST,
+                       "message": f"a {kind} request takes no descriptors, and {len(frame.files)} came "
+                                  "with it (they were closed): only a submit carries buffers"})
+            return
         handler = getattr(self, f"on_{kind}")
         try:
             handler(conn, frame, req)
@@ -101,7 +108,8 @@ class Requests:
         conn.greeted = True
         conn.send({"t": "welcome", "version": __version__, "pid": os.getpid(),
                    "started_by": sup.started_by, "warm_packages": sup.warm_packages,
-                   "max_frame": sup.max_payload})
+                   "max_frame": sup.max_payload, "buffer_min": sup.buffer_min,
+                   "buffer_max": sup.buffer_max})
 
     def _job_or_error(self, conn: ClientConnection, frame: Frame, req: Any,
                       key: str = "job") -> Job | None:
@@ -163,7 +171,7 @@ class Requests:
         run = {"kind": kind, "argv": fields.texts(h, "argv"), "cwd": fields.text(h, "cwd", path=True),
                "path": fields.text(h, "path", required=kind == "script", path=True),
                "name": fields.text(h, "name"), "paths": fields.texts(h, "paths"),
-               "buffers": fields.sizes(h, "buffers", len(frame.payload))}
+               "buffers": fields.buffers(h, frame.files, sup.buffer_max)[0]}
         attach = fields.boolean(h, "attach", True)
         named = fields.mapping(h, "modules")
         device = h.get("device")
@@ -196,7 +204,8 @@ class Requests:
             conn.send({"t": "error", "req": req, "code": E_NO_WORKERS, "message": problem})
             return
         job = Job(sup.jobs.new_id(), kind, run["name"] or kind, run, frame.payload,
-                  conn.pid, device, modules=modules, replay_limit=sup.replay_limit)
+                  conn.pid, device, modules=modules, replay_limit=sup.replay_limit,
+                  files=frame.files)
         sup.families.adopt(job, parent, group)
         sup.handoff.attach(job, needs)
         unmet = sup.handoff.unmet(needs)

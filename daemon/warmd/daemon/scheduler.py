@@ -142,7 +142,7 @@ class Scheduler:
         pieces = [m.frame for m in job.modules if worker.modules.get(m.name) != m.sha]
         worker.modules.update((m.name, m.sha) for m in job.modules)
         pieces += self.handoff.pieces(job)
-        pieces += encode_parts({**job.run_header, "t": "run", "job": job.id}, job.payload)
+        pieces += encode_parts({**job.run_header, "t": "run", "job": job.id}, job.payload, job.files)
         worker.connection.write(pieces if len(pieces) > 1 else pieces[0])
 
     def running(self, job: Job, worker: WorkerProcess) -> None:
@@ -151,6 +151,7 @@ class Scheduler:
         job.started = time.time()
         job.worker_pid = worker.pid
         job.payload = b""  # kept until now: a held job goes back to the queue if its worker dies
+        job.files = ()
         job.modules = ()
         self.handoff.started(job)
         self.ledger.started(job)

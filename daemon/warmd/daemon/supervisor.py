@@ -18,7 +18,7 @@ from typing import Any, Callable
 import psutil
 
 from .._version import __version__
-from ..config import Config
+from ..config import Config, buffer_limit
 from ..protocol import cloudpickle_version, python_version
 from ..unixtransport import UnixServer
 from . import status, streams
@@ -62,6 +62,8 @@ class Supervisor:
         self.files = files or JobOutputFiles("")
         daemon_cfg = config["daemon"]
         self.max_payload = daemon_cfg["max_frame"]
+        self.buffer_min = config["buffers"]["min_bytes"]
+        self.buffer_max = buffer_limit(config["buffers"]["max_bytes"])
         self.replay_limit = daemon_cfg["replay_max_bytes"]
         self.jobs = JobTable(daemon_cfg["result_max_jobs"], daemon_cfg["result_max_bytes"],
                              daemon_cfg["result_ttl"])
@@ -280,8 +282,9 @@ class Supervisor:
         """``conn`` has room again: what it missed of the jobs it follows, then their ends."""
         streams.catch_up(conn, self.output_location, force)
 
-    def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None:
-        done = job.finish(header, payload)
+    def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"",
+                   files: tuple = (), file_bytes: int = 0) -> None:
+        done = job.finish(header, payload, files, file_bytes)
         job.fetched = bool(job.subscribers or job.waiters)
         for conn in job.waiters:
             conn.write(done)

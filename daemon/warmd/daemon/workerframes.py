@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Protocol
 
+from .. import oob
 from ..protocol import Frame
 from .jobs import Job
 from .logs import JobOutputLog
@@ -18,9 +19,12 @@ log = logging.getLogger("warmd")
 
 
 class Host(Protocol):
+    buffer_max: int
+
     def job_event(self, job: Job, fields: dict[str, Any], payload: bytes = b"") -> None: ...
     def job_progress(self, job: Job, report: dict[str, Any]) -> None: ...
-    def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None: ...
+    def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"",
+                   files: tuple = (), file_bytes: int = 0) -> None: ...
     def check_stopped(self) -> None: ...
     def update_status(self) -> None: ...
 
@@ -40,6 +44,10 @@ class WorkerFrames:
 
     def handle(self, worker: WorkerProcess, frame: Frame) -> None:
         handler = self._handlers.get(frame.type)
+        if frame.files and frame.type != "done":
+            log.warning("worker pid %d sent %d descriptors with a %r frame, which takes none; "
+                        "closed them", worker.pid, len(frame.files), frame.type,
+                        extra={"WORKER_PID": worker.pid})
         if handler is None:
             log.warning("worker pid %d sent an unexpected %r frame", worker.pid, frame.type,
                         extra={"WORKER_PID": worker.pid})
@@ -131,5 +139,15 @@ class WorkerFrames:
             elif worker.job is None:
                 worker.state = WorkerState.IDLE
         self.scheduler.dispatch()  # first: the worker waits for its next job, the client only for news
-        self.host.finish_job(job, header, frame.payload)
+        payload, files = frame.payload, frame.files
+        try:
+            file_bytes = oob.check(frame.get("buffers"), files, self.host.buffer_max)
+        except oob.BadBuffers as exc:
+            log.error("worker pid %d sent job %s's result with bad buffers: %s", worker.pid, job.id,
+                      exc, extra={"WORKER_PID": worker.pid, "JOB_ID": job.id})
+            header.update(state="failed", exit_status=1, buffers=[], error={
+                "type": "BadBuffers", "traceback": "",
+                "message": f"the job's result could not be passed on: {exc}"})
+            payload, files, file_bytes = b"", (), 0
+        self.host.finish_job(job, header, payload, files, file_bytes)
         self.host.check_stopped()

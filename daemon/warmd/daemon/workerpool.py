@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol
 import psutil
 
 from .. import proctree
+from ..config import buffer_limit
 from ..unixtransport import UnixTransport
 from . import pool
 from .jobs import Job
@@ -49,6 +50,7 @@ class WorkerPool:
         self.warmup = config["warmup"]
         self.limits = config["workers"]
         self.max_frame = config["daemon"]["max_frame"]
+        self.buffers = config["buffers"]
         self.extend_timeout = extend_timeout  # tells systemd a start may take this long
         self.workers: dict[int, WorkerProcess] = {}   # by pid, until reaped
         self.backoff = 0.0
@@ -124,7 +126,9 @@ class WorkerPool:
     def connected(self, worker: WorkerProcess) -> None:
         worker.connection.send({"t": "warmup", "imports": list(self.warmup["import"]),
                                 "hooks": list(self.warmup["hooks"]), "device": worker.device,
-                                "max_frame": self.max_frame, **self.placement.warmup_options()})
+                                "max_frame": self.max_frame, "buffer_min": self.buffers["min_bytes"],
+                                "buffer_max": buffer_limit(self.buffers["max_bytes"]),
+                                **self.placement.warmup_options()})
 
     def _warmup_deadline(self, worker: WorkerProcess) -> None:
         if worker.state == WorkerState.STARTING and not worker.reaped:

@@ -62,7 +62,7 @@ class OutputPump:
                     break
                 self.channel.send_locked({"t": "out", "fd": target}, data)
 
-    def flush_then_send(self, header: dict, payload: bytes = b"") -> None:
+    def flush_then_send(self, header: dict, payload: bytes = b"", files: tuple = ()) -> None:
         """Send ``header`` after everything written to fds 1 and 2 so far."""
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -71,4 +71,4 @@ class OutputPump:
                 pass
         with self.channel.send_lock:
             self._drain_locked()
-            self.channel.send_locked(header, payload)
+            self.channel.send_locked(header, payload, files)

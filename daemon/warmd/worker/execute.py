@@ -16,8 +16,17 @@ import cloudpickle
 
 from ..codepaths import is_user_module
 from .. import oob
+from ..protocol import Frame
 from . import resultpickle
 from .usercode import UserCode
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the daemon accepts back: daemon.max_frame, buffers.min_bytes and max_bytes."""
+    max_frame: int
+    buffer_min: int = oob.MIN_BUFFER
+    buffer_max: int = 0
 
 
 @dataclass
@@ -25,24 +34,25 @@ class Outcome:
     state: str                       # succeeded | failed | cancelled
     exit_status: int = 0
     error: dict[str, str] | None = None
-    payload: bytes | list = b""      # pickled result (or pieces: see warmd.oob), or exception
+    payload: bytes = b""             # pickled result or exception
     extra: dict[str, Any] = field(default_factory=dict)
+    files: tuple = ()                # the result's buffers' memfds (see warmd.oob)
 
     def header(self) -> dict[str, Any]:
         return {"t": "done", "state": self.state, "exit_status": self.exit_status,
                 "error": self.error, **self.extra}
 
 
-def run(header: dict[str, Any], payload: bytes, is_cancelled, usercode: UserCode,
-        max_result: int) -> Outcome:
+def run(frame: Frame, is_cancelled, usercode: UserCode, limits: Limits) -> Outcome:
     """Execute the job described by a "run" frame; never raises except KeyboardInterrupt."""
+    header = frame.header
     saved = _ProcessState.save()
     try:
         os.chdir(header.get("cwd") or saved.cwd)
     except (OSError, TypeError, ValueError):
         pass  # the client's directory may not exist for the worker: stay where we are
     try:
-        result = _dispatch(header, payload, usercode)
+        result = _dispatch(frame, usercode)
     except SystemExit as exc:
         return _exit_outcome(exc)
     except KeyboardInterrupt as exc:
@@ -56,22 +66,32 @@ def run(header: dict[str, Any], payload: bytes, is_cancelled, usercode: UserCode
     finally:
         usercode.clear()
         saved.restore()
+    if header.get("kind") != "call":
+        return Outcome("succeeded", 0)
     try:
-        data, buffers = resultpickle.dumps(result) if header.get("kind") == "call" else ([], [])
+        pickled = resultpickle.dumps(result, limits.buffer_min)
     except Exception as exc:
         return Outcome("failed", 1, {"type": "PicklingError",
                                      "message": f"the job's result could not be pickled: {exc}",
                                      "traceback": traceback.format_exc()})
-    nbytes = oob.size(data)
-    if nbytes > max_result:
-        return Outcome("failed", 1, {"type": "FrameTooLarge", "traceback": "",
-                                     "message": f"the job's result is {nbytes} bytes, over the "
-                                                f"daemon's limit of {max_result} (daemon.max_frame): "
-                                                "write large results to a file and return its path"})
-    return Outcome("succeeded", 0, None, data, {"buffers": buffers} if buffers else {})
+    del result
+    if len(pickled.payload) > limits.max_frame:
+        return _too_large(f"the job's result pickles to {len(pickled.payload)} bytes (its arrays "
+                          f"apart), over the daemon's limit of {limits.max_frame} (daemon.max_frame)")
+    if limits.buffer_max and pickled.buffer_bytes > limits.buffer_max:
+        return _too_large(f"the job's result holds {pickled.buffer_bytes} bytes of arrays, over the "
+                          f"daemon's limit of {limits.buffer_max} (buffers.max_bytes)")
+    return Outcome("succeeded", 0, None, pickled.payload,
+                   {"buffers": pickled.buffers} if pickled.buffers else {}, tuple(pickled.files))
 
 
-def _dispatch(header: dict[str, Any], payload: bytes, usercode: UserCode) -> Any:
+def _too_large(message: str) -> Outcome:
+    return Outcome("failed", 1, {"type": "FrameTooLarge", "traceback": "",
+                                 "message": message + ": write large results to a file and return its path"})
+
+
+def _dispatch(frame: Frame, usercode: UserCode) -> Any:
+    header, payload = frame.header, frame.payload
     kind = header.get("kind")
     argv = list(header.get("argv") or [])
     if kind == "call":
@@ -80,10 +100,9 @@ def _dispatch(header: dict[str, Any], payload: bytes, usercode: UserCode) -> Any
             paths = header.get("paths") or []
             sys.path[:0] = [p for p in paths if p not in sys.path]
             buffers = header.get("buffers")
-            if usercode.results:  # it takes other jobs' results by reference
-                fn, args, kwargs = oob.loads(payload, buffers, call_loader(usercode.results))
-            else:
-                fn, args, kwargs = oob.loads(payload, buffers, cloudpickle.loads)
+            oob.check(buffers, frame.files)
+            load = call_loader(usercode.results) if usercode.results else cloudpickle.loads
+            fn, args, kwargs = oob.loads(payload, buffers, frame.files, load)
         except Exception as exc:
             raise JobLoadError(f"the job could not be unpickled in the worker: "
                                f"{type(exc).__name__}: {exc}. Is the module installed in the "
@@ -119,7 +138,7 @@ class _CallLoader(pickle.Unpickler):
     (``warmd.ref``): the client pickled each as a call of ``warmd.client.refs.resolve``,
     which here means this call's results, each unpickled once."""
 
-    def __init__(self, file: io.BytesIO, results: dict[str, tuple[Any, list[int]]],
+    def __init__(self, file: io.BytesIO, results: dict[str, tuple[Any, list, tuple]],
                  buffers: Any = None) -> None:
         super().__init__(file, buffers=buffers)
         self.results = results
@@ -135,12 +154,13 @@ class _CallLoader(pickle.Unpickler):
             if job_id not in self.results:
                 raise JobLoadError(f"the result of job {job_id}, which this call takes, did not "
                                    "reach the worker (a bug in warmd)")
-            data, buffers = self.results[job_id]
-            self.values[job_id] = oob.loads(data, buffers, cloudpickle.loads) if data else None
+            data, buffers, files = self.results[job_id]
+            oob.check(buffers, files)
+            self.values[job_id] = oob.loads(data, buffers, files, cloudpickle.loads) if data else None
         return self.values[job_id]
 
 
-def call_loader(results: dict[str, tuple[Any, list[int]]]) -> Any:
+def call_loader(results: dict[str, tuple[Any, list, tuple]]) -> Any:
     """``pickle.loads`` for a call that takes other jobs' results by reference."""
     def load(data: Any, buffers: Any = None) -> Any:
         return _CallLoader(io.BytesIO(data), results, buffers).load()

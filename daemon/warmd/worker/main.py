@@ -25,7 +25,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .. import proctree, runtime
+from .. import oob, proctree, runtime
 from ..channel import Channel
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame
 from . import execute
@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                           **({"gpu": gpu.ready_info()} if gpu is not None else {})})
     signal.signal(signal.SIGINT, context.on_sigint)
 
-    max_result = int(setup.get("max_frame") or DEFAULT_MAX_PAYLOAD)
-    channel.reader.max_payload = max_result  # a run's payload may be as large as the daemon allows
+    limits = execute.Limits(int(setup.get("max_frame") or DEFAULT_MAX_PAYLOAD),
+                            int(setup.get("buffer_min") or oob.MIN_BUFFER), int(setup.get("buffer_max") or 0))
+    channel.reader.max_payload = limits.max_frame  # a run's payload may be as large as the daemon allows
     waiting: deque[Frame] = deque()  # runs that arrived while the worker waited for "resume"
     while True:
         frame = waiting.popleft() if waiting else channel.recv()
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if frame.type == "source":
             usercode.add_source(frame.header, frame.payload)
         elif frame.type == "result":
-            usercode.add_result(frame.header, frame.payload)
+            usercode.add_result(frame.header, frame.payload, frame.files)
         elif frame.type == "run":
             job_id = frame.header["job"]
             if job_id in context.read_cancels():
@@ -176,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                 usercode.clear()
                 pump.flush_then_send(_skipped(job_id))
                 continue
-            run_job(frame.header, frame.payload, context, spare, usercode, max_result, gpu=gpu)
+            run_job(frame, context, spare, usercode, limits, gpu=gpu)
+            frame = None  # its buffers' memfds close now, not when the next frame comes
             if job_id in context.read_cancels() and not _wait_for_resume(channel, usercode, waiting,
                                                                         job_id):
                 return 0
@@ -228,10 +230,10 @@ def _watch_daemon(sock: socket.socket) -> None:
     threading.Thread(target=watch, name="warmd-daemon-watch", daemon=True).start()
 
 
-def run_job(header: dict[str, Any], payload: bytes, context: WorkerContext,
-            spare: frozenset[tuple[int, float]], usercode: UserCode, max_result: int,
-            gpu: Any = None) -> None:
+def run_job(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, float]],
+            usercode: UserCode, limits: execute.Limits, gpu: Any = None) -> None:
     started = time.perf_counter()
+    header = frame.header
     context.cancel_requested = False
     if gpu is not None:
         gpu.job_started()
@@ -239,7 +241,7 @@ def run_job(header: dict[str, Any], payload: bytes, context: WorkerContext,
     try:
         context.current_job = header["job"]
         try:
-            outcome = execute.run(header, payload, context.cancelled, usercode, max_result)
+            outcome = execute.run(frame, context.cancelled, usercode, limits)
         finally:
             context.current_job = None
     except KeyboardInterrupt:
@@ -256,4 +258,5 @@ def run_job(header: dict[str, Any], payload: bytes, context: WorkerContext,
     if gpu is not None:  # device sync, peak pool use, memory policy: before the done frame
         outcome.extra["gpu"] = gpu.job_finished(outcome.error)
     outcome.extra.update(seconds=round(time.perf_counter() - started, 6), leftovers_killed=leftovers)
-    context.pump.flush_then_send({**outcome.header(), "job": header["job"]}, outcome.payload)
+    context.pump.flush_then_send({**outcome.header(), "job": header["job"]}, outcome.payload,
+                                 outcome.files)

@@ -14,10 +14,9 @@ from typing import Any
 from .. import oob
 
 
-def dumps(result: Any) -> tuple[list, list[int]]:
-    """The result's payload pieces, large buffers kept out of the pickle (``warmd.oob``),
-    and their sizes."""
-    return oob.dumps(_pickler(), result)
+def dumps(result: Any, min_buffer: int = oob.MIN_BUFFER) -> oob.Pickled:
+    """The result's pickle, its large buffers kept out of it in memfds (``warmd.oob``)."""
+    return oob.dumps(_pickler(), result, min_buffer)
 
 
 def is_device_array(obj: Any) -> bool:

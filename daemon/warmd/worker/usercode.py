@@ -51,13 +51,13 @@ class UserCode(importlib.abc.MetaPathFinder):
         self.sources: dict[str, dict[str, Any]] = {}  # by name: the version the daemon sent last
         self.entries: dict[str, dict[str, Any]] = {}  # what the running job may import
         self.loaded: set[str] = set()  # names this hook has loaded: the only ones to check
-        self.results: dict[str, tuple[Any, list[int]]] = {}  # other jobs' results the next run takes
+        self.results: dict[str, tuple[Any, list, tuple]] = {}  # other jobs' results the next run takes
         sys.meta_path.insert(0, self)
 
-    def add_result(self, header: dict[str, Any], payload: bytes) -> None:
-        """Keep a "result" frame: another job's pickled result (and the sizes of the buffers
-        after its pickle), which the next run takes."""
-        self.results[header["job"]] = (payload, list(header.get("buffers") or []))
+    def add_result(self, header: dict[str, Any], payload: bytes, files: tuple = ()) -> None:
+        """Keep a "result" frame: another job's pickled result (and its buffers' list and
+        memfds, see warmd.oob), which the next run takes."""
+        self.results[header["job"]] = (payload, list(header.get("buffers") or []), tuple(files))
 
     def add_source(self, header: dict[str, Any], source: bytes) -> None:
         """Keep a "source" frame's module version (it replaces the one of the same name)."""
