@@ -14,6 +14,7 @@ from warmd.errors import ProtocolError
 from warmd.protocol import LARGE, PREFIX, PROTOCOL_VERSION, FrameReader, encode, encode_parts
 
 SIZES = [0, 1, LARGE - 1, LARGE, LARGE + 1, 3 * LARGE + 7, 5 * 2**20]
+MIB = 2**20
 
 
 def echo(data):
@@ -106,6 +107,7 @@ def kinds():
         wells: list
 
     base = np.arange(24, dtype=np.float64).reshape(4, 6)
+    stack = np.arange(3 * 256 * 512, dtype=np.float64).reshape(3, 256, 512)  # 3 MiB: in a memfd
     record = np.zeros(3, dtype=[("well", "U3"), ("count", "i4"), ("area", "f8")])
     record[1] = ("B02", 7, 2.5)
     return {
@@ -115,6 +117,11 @@ def kinds():
         "structured": record, "big": np.arange(LARGE, dtype=np.uint32),
         "bytes": b"\x00\xff" * LARGE, "bytearray": bytearray(b"xyz" * 10),
         "nested": {"list": [np.ones(2), (np.zeros(3),)], "plate": Plate("P1", [np.eye(2)])},
+        "stack": stack, "stack fortran": np.asfortranarray(stack), "stack strided": stack[:, ::2, ::3],
+        "records": np.zeros(100_000, dtype=record.dtype),
+        "view": memoryview(np.arange(MIB // 4, dtype=np.int32)).cast("B").cast("i", (4, MIB // 16)),
+        "small view": memoryview(bytearray(b"abc")),
+        "nested large": {"wells": [stack[0], {"mask": stack[1] > 5}], "plate": Plate("P2", [stack[2]])},
     }
 
 
@@ -127,6 +134,9 @@ def _same(a, b) -> bool:
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, memoryview):
+        return (isinstance(b, memoryview) and (a.format, a.shape) == (b.format, b.shape)
+                and a.tolist() == b.tolist() and not b.readonly)
     if hasattr(a, "__dataclass_fields__"):
         return type(a).__name__ == type(b).__name__ and _same(vars(a), vars(b))
     return a == b and type(a) is type(b)
@@ -144,6 +154,12 @@ def test_arrays_of_every_kind_round_trip_writable_and_unshared(daemon):
     assert all(map(_same, mapped, [sent["fortran"], sent["strided"], sent["structured"]]))
     # Non-contiguous arrays arrive as contiguous copies of the same values.
     assert back["strided"].flags.c_contiguous and back["strided"].tolist() == sent["strided"].tolist()
+    assert back["stack strided"].flags.c_contiguous and back["stack fortran"].flags.f_contiguous
+    for value in (back["stack"], back["stack fortran"], back["stack strided"], back["records"],
+                  made["nested large"]["plate"].wells[0]):
+        assert value.flags.writeable
+    back["stack"][0, 0, 0] = -1
+    assert sent["stack"][0, 0, 0] == 0 and made["stack"][0, 0, 0] == 0
     for value in (back["big"], back["odd shape"], made["fortran"], back["nested"]["plate"].wells[0]):
         assert value.flags.writeable
     back["big"][0] = 99  # what arrived is this process's own: the sender's stays as it was

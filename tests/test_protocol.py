@@ -7,6 +7,7 @@ import os
 import pytest
 
 from warmd import protocol
+from warmd.errors import ProtocolError
 from warmd.protocol import FrameReader, dump_json, encode, load_json
 
 
@@ -50,3 +51,38 @@ def test_a_job_runs_in_a_directory_whose_name_is_not_utf8(daemon, tmp_path):
             assert client.submit(os.getcwd).result(timeout=30) == os.fsdecode(odd)
     finally:
         os.chdir(here)
+
+
+# ---------------------------------------------------------------- descriptors with frames
+
+def _frames_with(reads):
+    """Feed (bytes, files) reads to one reader; return (type, files) of each frame."""
+    reader = FrameReader()
+    out = []
+    for data, files in reads:
+        reader.receive_data(data, files)
+        out += [(f.type, f.files) for f in reader.frames()]
+    return out
+
+
+def test_descriptors_belong_to_the_frame_whose_start_came_with_them():
+    a, b, c = encode({"t": "a"}), encode({"t": "b"}, b"x" * 70000), encode({"t": "c"})
+    # The read that brings b's descriptors may hold the end of a before b's start, and b's
+    # rest may come in later reads: the descriptors are b's all the same.
+    reads = [(a[:3], ()), (a[3:] + b[:100], ("fd1", "fd2")), (b[100:50000], ()), (b[50000:] + c, ())]
+    assert _frames_with(reads) == [("a", ()), ("b", ("fd1", "fd2")), ("c", ())]
+    assert _frames_with([(a + c, ("fd",))]) == [("a", ()), ("c", ("fd",))]
+
+
+def test_descriptors_in_the_middle_of_a_frame_are_refused():
+    b = encode({"t": "b"}, b"x" * 70000)
+    reader = FrameReader()
+    reader.receive_data(b[:10])
+    reader.receive_data(b[10:], ("fd",))
+    with pytest.raises(ProtocolError, match="middle of a frame"):
+        reader.frames()
+    twice = FrameReader()
+    twice.receive_data(b[:10], ("fd1",))
+    twice.receive_data(b[10:], ("fd2",))  # a second batch for the same frame
+    with pytest.raises(ProtocolError, match="middle of a frame"):
+        twice.frames()

@@ -8,6 +8,12 @@ memfd, each on a page boundary, which is then sealed (``warmd.memfd``). The
 descriptors travel with the frame (SCM_RIGHTS) and its header lists each buffer
 as ``[file, offset, size]``: which of the frame's descriptors, where, how long.
 
+``BufferReducer`` widens what goes out of band: any memoryview (it arrives as one,
+of the same format and shape, writable) and a non-contiguous array (copied once
+into a contiguous one, which arrives C-contiguous). ``bytes`` and ``bytearray``
+stay in the pickle, within daemon.max_frame: Python pickles them itself, without
+asking the pickler; large binary data travels as a numpy array or a memoryview.
+
 The receiver checks the list against what came (``check``), then unpickles with
 private mappings in the buffers' place (``loads``): arrays are built on them,
 writable, and nothing is copied on either side. The daemon checks and passes the
@@ -47,6 +53,30 @@ class Pickled:
         return sum(size for _, _, size in self.buffers)
 
 
+class BufferReducer:
+    """Mixed into a cloudpickle Pickler ahead of it: the types above, out of band."""
+
+    min_bytes = MIN_BUFFER
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is memoryview:
+            data = pickle.PickleBuffer(obj) if obj.contiguous else obj.tobytes()
+            return _memoryview, (data, obj.format, obj.shape)
+        if (kind.__name__ == "ndarray" and kind.__module__ == "numpy" and obj.nbytes >= self.min_bytes
+                and not (obj.flags.c_contiguous or obj.flags.f_contiguous) and not obj.dtype.hasobject):
+            return obj.copy().__reduce_ex__(5)
+        return super().reducer_override(obj)  # type: ignore[misc]
+
+
+def _memoryview(data: Any, format: str, shape: tuple) -> memoryview:
+    view = memoryview(data).cast("B")
+    try:
+        return view.cast(format, shape)
+    except (TypeError, ValueError):  # a format cast() cannot make: the bytes, flat
+        return view
+
+
 def dumps(pickler: Callable[..., pickle.Pickler], obj: Any, min_bytes: int = MIN_BUFFER) -> Pickled:
     kept: list[memoryview] = []
 
@@ -61,7 +91,9 @@ def dumps(pickler: Callable[..., pickle.Pickler], obj: Any, min_bytes: int = MIN
         return False
 
     stream = io.BytesIO()
-    pickler(stream, protocol=5, buffer_callback=keep_out).dump(obj)
+    made = pickler(stream, protocol=5, buffer_callback=keep_out)
+    made.min_bytes = min_bytes
+    made.dump(obj)
     out = Pickled(stream.getvalue())
     if not kept:
         return out

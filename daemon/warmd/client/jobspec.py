@@ -178,7 +178,7 @@ def _pickler() -> type:
         rebuild, fields = base(code)
         return rebuild, tuple(code.co_filename if f == "<dynamic-code>" else f for f in fields)
 
-    class Pickler(cloudpickle.Pickler):
+    class Pickler(oob.BufferReducer, cloudpickle.Pickler):
         dispatch_table = ChainMap({types.CodeType: reduce_code}, cloudpickle.Pickler.dispatch_table)
         needs: list[str]
 

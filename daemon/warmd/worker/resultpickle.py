@@ -28,7 +28,7 @@ def is_device_array(obj: Any) -> bool:
 def _pickler() -> type:
     import cloudpickle
 
-    class ResultPickler(cloudpickle.Pickler):
+    class ResultPickler(oob.BufferReducer, cloudpickle.Pickler):
         def reducer_override(self, obj: Any) -> Any:
             if is_device_array(obj):
                 return obj.get().__reduce_ex__(self.proto)  # device to host, then as numpy
