@@ -481,3 +481,22 @@ def test_gpu_code_needs_no_device_to_import():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        env={**os.environ, **fake_env()})  # a fresh process: even with cupy importable
     assert r.stdout.strip() == "False", r.stderr
+
+
+def large_device_arrays(n):
+    import cupy
+    import numpy as np
+    return {"image": cupy.asarray(np.arange(n, dtype=np.float32)), "scale": 2}
+
+
+def test_device_arrays_in_a_result_come_back_as_host_arrays_in_memfds(make_daemon):
+    import numpy as np
+
+    d = fake_gpu_daemon(make_daemon, "[workers]\nspares = 0\n")
+    with d.client() as client:
+        job = client.submit(large_device_arrays, 1 << 20)  # 4 MiB on the (fake) device
+        result = job.result(timeout=60)
+    image = result["image"]
+    assert type(image) is np.ndarray and image[:3].tolist() == [0.0, 1.0, 2.0]
+    assert image.flags.writeable and result["scale"] == 2
+    assert job.finished.info["buffers"] == [[0, 0, image.nbytes]]  # copied to the host, once
