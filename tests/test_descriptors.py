@@ -216,3 +216,33 @@ def test_descriptors_in_the_middle_of_a_frame_end_the_connection_and_are_closed(
         client.ping()
         assert fds(daemon.pid) == before
         assert client.submit(first, b"\7").result(timeout=60) == 7
+
+
+HOLDER = """
+import resource, sys
+import numpy as np
+import warmd
+with warmd.Client(sys.argv[1], autostart=False) as client:
+    held = [client.submit(np.full, 2**17, i).result(timeout=60) for i in range(150)]
+    assert [int(a[0]) for a in held] == list(range(150))
+    print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+def test_a_client_holding_many_results_takes_the_descriptors_it_needs(daemon):
+    import resource
+    import subprocess
+    import sys
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit on open descriptors is {hard}: no room to raise 64 to")
+
+    def small_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+
+    # Each result it holds keeps its memfd open: 150 of them, under a soft limit of 64.
+    run = subprocess.run([sys.executable, "-c", HOLDER, str(daemon.socket)], env=daemon.env,
+                         capture_output=True, text=True, timeout=120, preexec_fn=small_limit)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert int(run.stdout) > 64

@@ -12,7 +12,7 @@ import socket
 from typing import Any, Iterable
 
 from .errors import ProtocolError
-from .memfd import MAX_FDS, Descriptor, owned
+from .memfd import MAX_FDS, Descriptor, make_room, owned
 from .protocol import FdPiece
 
 ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
@@ -49,7 +49,10 @@ def received(ancdata: list, flags: int) -> list[Descriptor]:
             files.extend(owned(fds))
     if flags & socket.MSG_CTRUNC:
         del files[:]
-        raise ProtocolError(f"more than {MAX_FDS} descriptors came with one frame")
+        raise ProtocolError(f"more than {MAX_FDS} descriptors came with one frame, or this "
+                            "process is out of descriptors (RLIMIT_NOFILE)")
+    if files:
+        make_room(max(f.fd for f in files))
     return files
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import resource
 import stat
 from typing import Iterable
 
@@ -56,6 +57,29 @@ class Descriptor:
 
 def owned(fds: Iterable[int]) -> list[Descriptor]:
     return [Descriptor(fd) for fd in fds]
+
+
+def make_room(highest: int) -> None:
+    """Past half the soft limit on open descriptors, take the hard limit. A front end keeps
+    one memfd open per result it holds (a plate's wells: thousands), where the soft limit
+    a shell or a service starts with is 1024; the kernel allows far more."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and highest >= soft // 2:
+        raise_descriptor_limit()
+
+
+def raise_descriptor_limit() -> None:
+    """Take the hard limit on open descriptors as the soft one (systemd's advice for a
+    program that needs many: it starts services with 1024 of a far higher hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        pass
 
 
 def create(size: int, name: str = "warmd") -> Descriptor:

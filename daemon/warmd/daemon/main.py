@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import sys
 from pathlib import Path
 
-from .. import paths, proctree
+from .. import memfd, paths, proctree
 from .._version import __version__
 from ..config import Config, load
 from ..errors import AlreadyRunning, WarmdError
@@ -105,27 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         ready.send(f"error: {exc}")
         return EXIT_RUNNING if isinstance(exc, AlreadyRunning) else EXIT_CONFIG
     proctree.become_subreaper()
-    _raise_descriptor_limit()
+    memfd.raise_descriptor_limit()  # kept results and queued calls hold their memfds open
     supervisor = Supervisor(config, lst, started_by, placement, Notifier(), JobOutputLog(), files)
     log.debug("config from %s", config.source)
     try:
         return asyncio.run(supervisor.run(on_listening=lambda: ready.send("ok")))
     finally:
         lst.remove()
-
-
-def _raise_descriptor_limit() -> None:
-    """Kept results and queued calls hold their arrays' memfds open: take the hard limit on
-    open descriptors, not the soft 1024 a service or a shell starts with (systemd's advice
-    for programs that need many)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (OSError, ValueError):
-            pass
 
 
 class _ReadyPipe:
