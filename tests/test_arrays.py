@@ -159,3 +159,22 @@ def test_arrays_over_buffers_max_bytes_are_refused_with_the_key_named(make_daemo
         with pytest.raises(warmd.RemoteError, match="buffers.max_bytes"):
             job.result(timeout=60)
         assert client.submit(echo, np.ones(MiB // 4)).result(timeout=60).sum() == MiB // 4  # 2 MiB
+
+
+@needs_memory(3)
+def test_the_daemon_stays_flat_while_a_large_array_goes_both_ways(make_daemon):
+    import numpy as np
+
+    d = make_daemon("[daemon]\nresult_max_jobs = 1\n")
+    sent = np.ones(512 * MiB, dtype=np.uint8)
+    with d.client() as client:
+        client.submit(echo, 1).result(timeout=60)
+        try:
+            d.reset_peak_rss()
+        except OSError as exc:
+            pytest.skip(f"cannot reset the daemon's peak RSS here: {exc}")
+        start = d.rss()
+        back = client.submit(echo, sent).result(timeout=120)
+        grown = d.peak_rss() - start
+    assert back.nbytes == sent.nbytes and back[-1] == 1
+    assert grown < 16 * MiB, f"the daemon grew by {grown / MiB:.1f} MiB passing 512 MiB on"
