@@ -246,3 +246,22 @@ def test_a_client_holding_many_results_takes_the_descriptors_it_needs(daemon):
                          capture_output=True, text=True, timeout=120, preexec_fn=small_limit)
     assert run.returncode == 0, run.stderr[-3000:]
     assert int(run.stdout) > 64
+
+
+def test_clients_that_attach_and_vanish_without_reading_leave_no_descriptor_behind(daemon):
+    import numpy as np
+
+    with daemon.client() as client:
+        job = client.submit(np.ones, 8 * MiB)
+        job.result(timeout=60)
+        client.ping()
+        before = fds(daemon.pid)
+        for i in range(20):
+            raw = Raw(daemon)
+            raw.sock.sendall(encode({"t": "attach", "req": i, "job": job.job_id}))
+            raw.sock.shutdown(socket.SHUT_WR)  # the daemon hangs up in turn: wait for it
+            while raw.sock.recv(1 << 16, socket.MSG_TRUNC):  # drop what came: its memfds too
+                pass
+            raw.close()
+        assert client.attach(job.job_id).result(timeout=60).sum() == 8 * MiB
+        assert fds(daemon.pid) == before

@@ -103,6 +103,8 @@ def _dispatch(frame: Frame, usercode: UserCode) -> Any:
             oob.check(buffers, frame.files)
             load = call_loader(usercode.results) if usercode.results else cloudpickle.loads
             fn, args, kwargs = oob.loads(payload, buffers, frame.files, load)
+        except oob.BadBuffers as exc:
+            raise JobLoadError(f"the job's arrays did not arrive whole: {exc}") from None
         except Exception as exc:
             raise JobLoadError(f"the job could not be unpickled in the worker: "
                                f"{type(exc).__name__}: {exc}. Is the module installed in the "
