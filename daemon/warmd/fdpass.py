@@ -58,4 +58,6 @@ def received(ancdata: list, flags: int) -> list[Descriptor]:
 
 def recv_into(sock: socket.socket, buffer: Any) -> tuple[int, list[Descriptor]]:
     nbytes, ancdata, flags, _ = sock.recvmsg_into([buffer], ANCILLARY)
+    if not ancdata and not flags & socket.MSG_CTRUNC:
+        return nbytes, []
     return nbytes, received(ancdata, flags)

@@ -100,17 +100,30 @@ class UnixTransport(asyncio.Transport):
             raise RuntimeError("cannot write() after write_eof()")
         if self._lost or not len(data):
             return  # after a close that had nothing left to send, or a lost connection
+        was_empty = not self._pending
         piece: memoryview | FdPiece
         if isinstance(data, FdPiece):
             piece = FdPiece(memoryview(data.data).cast("B"), data.files)
+            self._pending.append(piece)
+            if was_empty:
+                self._send()
         else:
             piece = memoryview(data).cast("B")
-        self._pending.append(piece)
+            if was_empty:  # the common case: a frame the socket takes whole at once
+                try:
+                    sent = self._sock.send(piece)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError as exc:
+                    self._fatal(exc)
+                    return
+                if sent == len(piece):
+                    return
+                piece = piece[sent:]
+            self._pending.append(piece)
         self._size += len(piece)
-        if len(self._pending) == 1:
-            self._send()
-            if self._pending:
-                self._loop.add_writer(self._fd, self._write_ready)
+        if was_empty and self._pending:
+            self._loop.add_writer(self._fd, self._write_ready)
         if not self._paused_protocol and self._size > self._high:
             self._paused_protocol = True
             self._protocol.pause_writing()

@@ -86,6 +86,8 @@ class Client(concurrent.futures.Executor):
                     deliveries = self._core.receive_data(view[:n], files)
                 for delivery in deliveries:
                     self._deliver(delivery)
+                # Not kept until the next read: a result dropped by its caller goes now.
+                files = deliveries = delivery = None
         except BaseException as exc:  # a protocol error or a reset: fail everything pending
             error = exc if isinstance(exc, WarmdError) else DaemonUnavailable(f"connection to warmd lost: {exc}")
         with self._lock:
