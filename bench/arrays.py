@@ -21,9 +21,12 @@ run per peer, for:
   remote task with the array as argument, then ``ray.get`` of its result);
 - the floor: the two memcpy a copying round trip needs, in process.
 
-Only ``submit(...).result()`` (or the peer's equivalent) is timed. Results that
-arrive mapped (warmd, Ray) fault their pages in on first touch; ``touch_ms``
-records, untimed, what reading one byte of each page of the result costs.
+Only ``submit(...).result()`` (or the peer's equivalent) is timed; freeing the
+result is not, for any peer. Results that arrive mapped (warmd, Ray) fault their
+pages in on first touch; ``touch_ms`` records, untimed, what reading one byte of
+each page of the result costs. warmd's client closes a result's memfd only when
+the next frame arrives, so after each warmd call an untimed no-op job lets it go
+(``release_ms``: that no-op's wall, most of it freeing the memfd's pages).
 
 The daemon's RSS growth is taken around each warmd call (peak over the call,
 VmHWM, above VmRSS before it; the largest over the size's runs, uncounted run
@@ -149,7 +152,7 @@ def arrays(cfg: dict, log: Callable[[str], None]) -> list[dict]:
     rows: list[dict] = []
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     pool.submit(int).result()
-    ray_peer = _start_ray(log)
+    ray_peer = _start_ray(log) if cfg.get("array_ray", True) else None
     root = Path(tempfile.mkdtemp(prefix="wdb-arrays-", dir="/tmp"))
     try:
         import warmd
@@ -182,6 +185,7 @@ def arrays(cfg: dict, log: Callable[[str], None]) -> list[dict]:
                     walls: dict[str, list[float]] = {name: [] for name in runs}
                     touches: dict[str, list[float]] = {name: [] for name in runs}
                     rss: dict[str, float] = {WARMD: 0.0, WARMD_EMPTY: 0.0}
+                    releases: dict[str, list[float]] = {WARMD: [], WARMD_EMPTY: []}
                     for counted in [False] + [True] * rounds:  # the first, uncounted: imports, first faults
                         for name, (prepare, run) in runs.items():
                             if prepare is not None:
@@ -197,6 +201,14 @@ def arrays(cfg: dict, log: Callable[[str], None]) -> list[dict]:
                             assert out.nbytes == n, name
                             touch = _touch(out)
                             del out
+                            if name in rss:
+                                # The client's reader lets go of a result's memfd only when the
+                                # next frame comes: an untimed no-op, so that freeing this result
+                                # (as the other peers' `del out`) is not charged to the next call.
+                                t = time.perf_counter()
+                                client.submit(int).result()
+                                if counted:
+                                    releases[name].append(time.perf_counter() - t)
                             if counted:
                                 walls[name].append(wall)
                                 touches[name].append(touch)
@@ -204,7 +216,9 @@ def arrays(cfg: dict, log: Callable[[str], None]) -> list[dict]:
                     del arr
                     gc.collect()
                     size_rows = [_row(name, mib, walls[name], touches[name],
-                                      **({"daemon_rss_mib": rss[name]} if name in rss else {}))
+                                      **({"daemon_rss_mib": rss[name],
+                                          "release_ms": statistics.median(releases[name]) * 1000}
+                                         if name in rss else {}))
                                  for name in runs]
                     pool_row = next(r for r in size_rows if r["peer"] == PPE)
                     for r in size_rows:
@@ -246,17 +260,21 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="1,64,1024", help="array sizes in MiB, comma-separated")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--no-ray", action="store_true", help="leave Ray out even when it is installed")
     args = p.parse_args()
     rows = arrays({"array_sizes_mib": [float(s) for s in args.sizes.split(",")],
-                   "array_rounds": args.rounds}, lambda m: print(m, file=sys.stderr, flush=True))
+                   "array_rounds": args.rounds, "array_ray": not args.no_ray},
+                  lambda m: print(m, file=sys.stderr, flush=True))
     print("GiB/s = array size ÷ round-trip wall (bytes counted once); median of "
           f"{args.rounds} interleaved rounds\n")
-    print("| MiB | peer | GiB/s | ÷ PPE | wall ms (min) | reading the result once, ms | daemon RSS +MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| MiB | peer | GiB/s | ÷ PPE | wall ms (min) | reading the result once, ms | release ms "
+          "| daemon RSS +MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         rss = f"{r['daemon_rss_mib']:.1f}" if "daemon_rss_mib" in r else "-"
+        release = f"{r['release_ms']:.1f}" if "release_ms" in r else "-"
         print(f"| {r['mib']:g} | {r['peer']} | {r['gib_s']:.2f} | {r['vs_pool']:.2f}x | "
-              f"{r['wall_ms']:,.1f} ({r['min_ms']:,.1f}) | {r['touch_ms']:.1f} | {rss} |")
+              f"{r['wall_ms']:,.1f} ({r['min_ms']:,.1f}) | {r['touch_ms']:.1f} | {release} | {rss} |")
     print()
     print("\n".join(targets(rows)))
     return 0

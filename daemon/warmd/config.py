@@ -184,7 +184,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "terminate_grace": (parse_seconds, 1.0),
     },
     "buffers": {
-        "min_bytes": (_min_size(1), 1024**2),
+        "min_bytes": (_min_size(1), 256 * 1024),
         "max_bytes": (parse_size, 0),
     },
 }

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 from . import inplace, memfd
 from .memfd import Descriptor
 
-MIN_BUFFER = 1 << 20   # default buffers.min_bytes: smaller buffers are copied into the pickle
+MIN_BUFFER = 256 << 10  # default buffers.min_bytes (bench/threshold.py): smaller ones stay in the pickle
 MAX_BUFFERS = 65536    # buffers one frame may list
 
 
