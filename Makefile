@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test deps venv bench fuzz clean
+.PHONY: demo test deps test-deps venv bench fuzz clean
 
 # Debian packages systemd-python builds against (only when root and missing).
 deps:
@@ -25,7 +25,23 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/plate/demo.py
 
-test: $(STAMP)
+# Tools for the manual-page and packaging tests (they skip, saying why, without them):
+# mandoc lints the pages, rpm parses the spec, debhelper and friends build the .deb,
+# lintian checks it, and Debian's own Python libraries run the packaged daemon.
+# Installed only when root on Debian and missing (about 20 s), so that `make test` runs
+# every test but the GPU ones, as CI does.
+TEST_PACKAGES := mandoc rpm debhelper dh-python pybuild-plugin-pyproject python3-all \
+                 python3-setuptools lintian python3-cloudpickle python3-psutil python3-systemd
+
+test-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	   ! dpkg -s $(TEST_PACKAGES) >/dev/null 2>&1; then \
+	    echo "installing $(TEST_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends $(TEST_PACKAGES); \
+	fi
+
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q
 
 # The long fuzz run over the frame reader and the request handlers (tests/fuzz/); the short
