@@ -24,8 +24,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import (DaemonUnavailable, FrameTooLarge, JobExit, JobLost, RemoteError, RequestFailed,
-                     UnknownJob, UnsafePath, VersionMismatch, WarmdError)
+from .errors import (DaemonUnavailable, FrameTooLarge, JobExit, JobLost, JobTimedOut, RemoteError,
+                     RequestFailed, UnknownJob, UnsafePath, VersionMismatch, WarmdError)
 from .runtime import cancelled, device, job_id, progress, xp
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .client.sync import Client
     from .inplace import buffer, empty, zeros
 
-__all__ = ["Client", "JobFuture", "JobGroup", "GroupProgress", "ref", "ResultRef", "JobCancelled", "JobExit", "JobLost", "RemoteError",
+__all__ = ["Client", "JobFuture", "JobGroup", "GroupProgress", "ref", "ResultRef", "JobCancelled", "JobExit", "JobLost", "JobTimedOut", "RemoteError",
            "RequestFailed", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
            "FrameTooLarge", "empty", "zeros", "buffer",
            "Output", "Log", "Progress", "ChildProgress", "StateChange", "Warming", "Gap", "Finished",

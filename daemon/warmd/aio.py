@@ -225,16 +225,20 @@ class AsyncClient:
         return await self.submit_job(self._core.call(fn, args, kwargs, self._modules))
 
     async def submit_call(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
-                          *, device: int | None = None) -> AsyncJob:
-        return await self.submit_job(self._core.call(fn, args, kwargs or {}, self._modules), device=device)
+                          *, device: int | None = None, **options: Any) -> AsyncJob:
+        """See ``warmd.Client.submit_call``: the same options."""
+        request = self._core.call(fn, args, kwargs or {}, self._modules)
+        return await self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
 
     async def run_script(self, path: str, argv: list[str] | None = None, *,
-                         device: int | None = None) -> AsyncJob:
-        return await self.submit_job(jobspec.script(path, argv or []), device=device)
+                         device: int | None = None, **options: Any) -> AsyncJob:
+        request = jobspec.script(path, argv or [])
+        return await self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
 
     async def run_code(self, code: str, argv: list[str] | None = None, *,
-                       device: int | None = None) -> AsyncJob:
-        return await self.submit_job(jobspec.code(code, argv or []), device=device)
+                       device: int | None = None, **options: Any) -> AsyncJob:
+        request = jobspec.code(code, argv or [])
+        return await self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
 
     async def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None,
                          group: str | None = None) -> AsyncJob:

@@ -170,6 +170,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "max_jobs": (_int(0), 0),
         "max_extra": (_int(0, max_workers), 4),
         "max_rss": (parse_size, 0),
+        "job_timeout": (parse_seconds, 0.0),
+        "job_log_level": (_choice("debug", "info", "warning", "error", "critical"), "warning"),
         "warmup_timeout": (parse_seconds, 600.0),
         "gpu_memory_limit": (_memory_limit, 0),
         "gpu_memory_policy": (_choice("keep", "free", "recycle"), "keep"),

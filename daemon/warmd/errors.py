@@ -78,6 +78,14 @@ class JobExit(WarmdError):
         self.exit_status = exit_status
 
 
+class JobTimedOut(WarmdError, TimeoutError):
+    """The job ran past its timeout and was cancelled (exit status 124, as timeout(1))."""
+
+    def __init__(self, job_id: str, message: str = "") -> None:
+        super().__init__(message or f"job {job_id} ran past its timeout and was cancelled")
+        self.job_id = job_id
+
+
 class RemoteTraceback(Exception):
     """Carries the worker-side traceback text as the ``__cause__`` of a re-raised error."""
 

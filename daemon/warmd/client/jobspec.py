@@ -27,6 +27,55 @@ class ModuleSource:
         return source_frame(self.name, self.path, self.sha, self.source)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How one job runs, beside what it runs: each is a field of its "submit" frame.
+
+    ``env`` is the job's whole environment, as ``subprocess``'s ``env=`` is (variables
+    that belong to the worker stay: see warmctl(1)); ``env_update`` sets variables on
+    top of the worker's own instead. ``timeout`` counts from the job's start.
+    """
+    name: str | None = None
+    timeout: float | None = None
+    priority: int = 0
+    log_level: str | None = None
+    env: dict[str, str] | None = None
+    env_update: dict[str, str] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.timeout is not None:
+            from ..config import parse_seconds
+            out["timeout"] = parse_seconds(self.timeout)
+        if self.priority:
+            if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+                raise TypeError(f"priority must be an integer, not {self.priority!r}")
+            out["priority"] = self.priority
+        if self.log_level is not None:
+            level = str(self.log_level).lower()
+            if level not in LOG_LEVELS:
+                raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+            out["log_level"] = level
+        if self.env is not None:
+            out["env"], out["env_mode"] = _environment(self.env), "replace"
+        elif self.env_update:
+            out["env"], out["env_mode"] = _environment(self.env_update), "update"
+        return out
+
+
+def _environment(env: Any) -> dict[str, str]:
+    out = {}
+    for key, value in dict(env).items():
+        if not isinstance(key, str) or not isinstance(value, str) or not key or "=" in key:
+            raise ValueError(f"an environment variable must be a name without '=' and a string "
+                             f"value, not {key!r}={value!r}")
+        out[key] = value
+    return out
+
+
 @dataclass
 class JobRequest:
     """The header fields and payload of a "submit" frame, and the module sources it names."""
@@ -37,6 +86,13 @@ class JobRequest:
     modules: list[ModuleSource] = field(default_factory=list)
     files: list = field(default_factory=list)   # memfds of the buffers kept out of the pickle
     buffer_bytes: int = 0
+
+    def with_options(self, options: JobOptions) -> "JobRequest":
+        """This request with ``options`` in its fields (and its name, if one is given)."""
+        self.fields.update(options.fields())
+        if options.name is not None:
+            self.name = str(options.name)
+        return self
 
     def submit_fields(self, device: int | None, attach: bool, group: str | None = None) -> dict[str, Any]:
         fields = {"kind": self.kind, "name": self.name, "cwd": os.getcwd(), "device": device,

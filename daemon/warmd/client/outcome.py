@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import oob
-from ..errors import JobExit, JobLost, RemoteError, RemoteTraceback, WarmdError
+from ..errors import JobExit, JobLost, JobTimedOut, RemoteError, RemoteTraceback, WarmdError
 from .events import Finished
 
 
@@ -24,6 +24,8 @@ def result_of(end: Finished) -> Any:
         import cloudpickle
         return oob.loads(end.payload, end.info.get("buffers"), end.files, cloudpickle.loads)
     error = end.error or {}
+    if end.info.get("timed_out"):
+        raise JobTimedOut(end.job, error.get("message", ""))
     if end.state == "cancelled":
         raise JobCancelled(end.job, error.get("message", ""))
     if end.state == "lost":

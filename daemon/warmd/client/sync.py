@@ -176,17 +176,26 @@ class Client(concurrent.futures.Executor):
         return self.submit_job(self._core.call(fn, args, kwargs, self._modules))
 
     def submit_call(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
-                    device: int | None = None) -> JobFuture:
-        """Like ``submit`` with the job's options spelled out (``device`` pins a GPU)."""
-        return self.submit_job(self._core.call(fn, args, kwargs or {}, self._modules), device=device)
+                    device: int | None = None, **options: Any) -> JobFuture:
+        """Like ``submit`` with the job's options spelled out: ``device`` pins a GPU;
+        ``name``, ``timeout`` (seconds from its start; it is then cancelled and raises
+        ``warmd.JobTimedOut``), ``priority`` (higher starts first), ``log_level`` and
+        ``env`` (its whole environment) as ``warmd.client.jobspec.JobOptions`` says."""
+        request = self._core.call(fn, args, kwargs or {}, self._modules)
+        return self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
 
-    def run_script(self, path: str, argv: list[str] | None = None, *, device: int | None = None) -> JobFuture:
-        """Run a Python script with runpy, as ``python path argv...`` would."""
-        return self.submit_job(jobspec.script(path, argv or []), device=device)
+    def run_script(self, path: str, argv: list[str] | None = None, *, device: int | None = None,
+                   **options: Any) -> JobFuture:
+        """Run a Python script with runpy, as ``python path argv...`` would (options as
+        ``submit_call`` takes them)."""
+        request = jobspec.script(path, argv or [])
+        return self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
 
-    def run_code(self, code: str, argv: list[str] | None = None, *, device: int | None = None) -> JobFuture:
-        """Run a code string, as ``python -c code argv...`` would."""
-        return self.submit_job(jobspec.code(code, argv or []), device=device)
+    def run_code(self, code: str, argv: list[str] | None = None, *, device: int | None = None,
+                 **options: Any) -> JobFuture:
+        """Run a code string, as ``python -c code argv...`` would (options as ``submit_call``)."""
+        request = jobspec.code(code, argv or [])
+        return self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
 
     def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None,
                    attach: bool = True, group: str | None = None) -> JobFuture:

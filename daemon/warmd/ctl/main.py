@@ -82,6 +82,42 @@ def _seconds(text: str) -> float:
 
 def _job_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--device", type=int, metavar="N", help="run on a worker pinned to GPU N")
+    sp.add_argument("--name", metavar="NAME", help="the job's name in jobs, status and the journal")
+    sp.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                    help="cancel the job if it runs longer (exit status 124); 0: no limit")
+    sp.add_argument("--priority", type=int, default=0, metavar="N",
+                    help="higher starts first among queued jobs (default 0)")
+    sp.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
+                    help="the job's root logger level (default: workers.job_log_level)")
+    sp.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="set a variable for the job (repeatable)")
+    sp.add_argument("--no-env", action="store_true",
+                    help="run with the daemon's environment, not this shell's")
+
+
+_MAX_ENV = 48 * 1024  # of the 64 KiB a frame header may take
+
+
+def _options(args: argparse.Namespace):
+    """The job options the command line gives: this shell's environment unless --no-env."""
+    from ..client.jobspec import JobOptions
+    extra = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r}: expected KEY=VALUE")
+        extra[key] = value
+    env = None if args.no_env else {**os.environ, **extra}
+    size = sum(len(k) + len(v) for k, v in (env or {}).items())
+    if size > _MAX_ENV:
+        raise UsageError(f"this shell's environment is {size} bytes, more than a job's frame header "
+                         "holds: use --no-env, with --env KEY=VALUE for what the job needs")
+    return JobOptions(name=args.name, timeout=args.timeout, priority=args.priority,
+                      log_level=args.log_level, env=env, env_update=extra if args.no_env else None)
+
+
+class UsageError(Exception):
+    """A command line warmctl cannot act on (exit status 2, as argparse's own)."""
 
 
 def _extra_verbs(verb: Callable[..., argparse.ArgumentParser]) -> None:
@@ -108,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exitcodes.UNAVAILABLE, exc)
     except (RequestFailed, WarmdError) as exc:
         return _fail(exitcodes.SOFTWARE, exc)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, UsageError) as exc:
         return _fail(exitcodes.USAGE, exc)
     except BrokenPipeError:
         return exitcodes.OK
@@ -165,13 +201,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
+    from ..client import jobspec
+    request = jobspec.code(args.code, _argv(args.args)).with_options(_options(args))
     with _client(args) as client:
-        return follow(client, client.run_code(args.code, _argv(args.args), device=args.device))
+        return follow(client, client.submit_job(request, device=args.device))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..client import jobspec
+    request = jobspec.script(args.script, _argv(args.args)).with_options(_options(args))
     with _client(args) as client:
-        return follow(client, client.run_script(args.script, _argv(args.args), device=args.device))
+        return follow(client, client.submit_job(request, device=args.device))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -183,6 +223,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         request = jobspec.code(args.code, extra)
     else:
         request = jobspec.script(args.script, _argv(args.args))
+    request.with_options(_options(args))
     with _client(args) as client:
         future = client.submit_job(request, device=args.device, attach=False)
         print(future.job_id)

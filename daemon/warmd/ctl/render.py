@@ -69,7 +69,10 @@ class JobPrinter:
     def finish(self, end: Finished) -> None:
         self._clear_bar()
         error = end.error or {}
-        if end.state == "failed" and error.get("type") != "SystemExit":
+        if end.info.get("timed_out"):  # where it was when it was stopped, then why
+            self.err.write(error.get("traceback") or "")
+            self.err.write(f"warmctl: {error.get('message', f'job {end.job} timed out')}\n")
+        elif end.state == "failed" and error.get("type") != "SystemExit":
             tb = error.get("traceback") or f"{error.get('type')}: {error.get('message')}\n"
             self.err.write(tb if tb.endswith("\n") else tb + "\n")
         elif end.state in ("cancelled", "lost"):

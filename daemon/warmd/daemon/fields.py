@@ -70,6 +70,30 @@ def buffers(header: dict[str, Any], files: tuple, max_bytes: int) -> tuple[list[
         raise BadRequest(f"buffers: {exc}") from None
 
 
+MAX_PRIORITY = 1_000_000
+
+
+def environment(header: dict[str, Any]) -> tuple[dict[str, str] | None, str]:
+    """``env`` (variables for the job) and ``env_mode``: "replace" (the job's whole
+    environment) or "update" (on top of the worker's); absent means the worker's own."""
+    env = mapping(header, "env") if header.get("env") is not None else None
+    mode = choice(header, "env_mode", ("replace", "update"), "replace")
+    for name in env or ():
+        if not name or "=" in name or "\0" in name:
+            raise BadRequest(f"env: {_show(name)} is not a variable name")
+    if env is not None and any("\0" in v for v in env.values()):
+        raise BadRequest("env: a value holds a NUL byte")
+    return env, mode
+
+
+def priority(header: dict[str, Any]) -> int:
+    value = header.get("priority", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_PRIORITY:
+        raise BadRequest(f"priority must be an integer from -{MAX_PRIORITY} to {MAX_PRIORITY}, "
+                         f"not {_show(value)}")
+    return value
+
+
 def mapping(header: dict[str, Any], key: str) -> dict[str, str]:
     """An object of string values (absent means empty)."""
     value = header.get(key)

@@ -39,6 +39,9 @@ class Job:
     client_pid: int | None
     device: int | None
     files: tuple = ()        # descriptors of the call's buffers (warmd.memfd.Descriptor): until it runs
+    priority: int = 0        # higher starts first among queued jobs
+    timeout: float = 0.0     # seconds it may run before it is cancelled (0: no limit)
+    timed_out: bool = False  # its timeout passed: its end says so
     submitted: float = field(default_factory=time.time)
     state: str = QUEUED
     started: float | None = None
@@ -127,6 +130,9 @@ class Job:
                 "parent": self.parent.id if self.parent else None,
                 "group": self.group.id if self.group else None,
                 "progress": self.progress,
+                **({"priority": self.priority} if self.priority else {}),
+                **({"timeout": self.timeout} if self.timeout else {}),
+                **({"timed_out": True} if self.timed_out else {}),
                 **({"children": {"done": self.descendants_done, "total": self.descendants}}
                    if self.descendants or self.kind == "group" else {})}
 
@@ -169,10 +175,14 @@ class JobTable:
     def _enqueue(self, job: Job, front: bool = False) -> None:
         # Each ancestor counts the jobs below it in the queue: a parent waiting for its
         # children is told apart in constant time (see ``scheduler``).
+        queue = self.queue
         if front:
-            self.queue.appendleft(job)
-        else:
-            self.queue.append(job)
+            queue.appendleft(job)
+        elif not queue or queue[-1].priority >= job.priority:
+            queue.append(job)
+        else:  # ahead of every lower priority, behind its own (first in, first out)
+            at = next(i for i, queued in enumerate(queue) if queued.priority < job.priority)
+            queue.insert(at, job)
         for node in job.ancestors():
             node.queued_below += 1
 

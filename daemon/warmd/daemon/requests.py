@@ -28,6 +28,7 @@ from .streams import Cursor
 log = logging.getLogger("warmd")
 
 JOB_KINDS = ("call", "script", "code")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _CANDIDATES = 20  # jobs an ambiguous prefix lists
 
 
@@ -42,6 +43,7 @@ class Host(Protocol):
     warmup_error: str | None
     replay_limit: int
     max_payload: int
+    job_timeout: float
     buffer_min: int
     buffer_max: int
     started_by: str
@@ -172,6 +174,14 @@ class Requests:
                "path": fields.text(h, "path", required=kind == "script", path=True),
                "name": fields.text(h, "name"), "paths": fields.texts(h, "paths"),
                "buffers": fields.buffers(h, frame.files, sup.buffer_max)[0]}
+        env, env_mode = fields.environment(h)
+        if env is not None:
+            run.update(env=env, env_mode=env_mode)
+        log_level = fields.choice(h, "log_level", LOG_LEVELS, "")
+        if log_level:
+            run["log_level"] = log_level
+        timeout = fields.seconds(h, "timeout")
+        priority = fields.priority(h)
         attach = fields.boolean(h, "attach", True)
         named = fields.mapping(h, "modules")
         device = h.get("device")
@@ -205,7 +215,8 @@ class Requests:
             return
         job = Job(sup.jobs.new_id(), kind, run["name"] or kind, run, frame.payload,
                   conn.pid, device, modules=modules, replay_limit=sup.replay_limit,
-                  files=frame.files)
+                  files=frame.files, priority=priority,
+                  timeout=sup.job_timeout if timeout is None else timeout)
         sup.families.adopt(job, parent, group)
         sup.handoff.attach(job, needs)
         unmet = sup.handoff.unmet(needs)

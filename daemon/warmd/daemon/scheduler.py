@@ -25,6 +25,7 @@ from .jobs import RUNNING, Job, JobTable
 from .ledger import Ledger
 from .placement import Placement
 from .pool import WorkerProcess, WorkerState
+from .timeouts import Timeouts
 from .workerpool import WorkerPool
 
 JobEvent = Callable[[Job, dict[str, Any]], None]
@@ -32,7 +33,8 @@ JobEvent = Callable[[Job, dict[str, Any]], None]
 
 class Scheduler:
     def __init__(self, jobs: JobTable, workers: WorkerPool, placement: Placement,
-                 limits: dict[str, Any], ledger: Ledger, job_event: JobEvent, handoff: Handoff) -> None:
+                 limits: dict[str, Any], ledger: Ledger, job_event: JobEvent, handoff: Handoff,
+                 timeouts: Timeouts) -> None:
         self.jobs = jobs
         self.pool = workers
         self.workers = workers.workers
@@ -42,6 +44,7 @@ class Scheduler:
         self.ledger = ledger
         self.job_event = job_event
         self.handoff = handoff
+        self.timeouts = timeouts
 
     def dispatch(self) -> None:
         """Hand queued jobs to idle workers, within the running-job capacity."""
@@ -154,6 +157,7 @@ class Scheduler:
         job.files = ()
         job.modules = ()
         self.handoff.started(job)
+        self.timeouts.started(job)
         self.ledger.started(job)
         self.job_event(job, {"kind": "state", "state": RUNNING, "worker_pid": worker.pid,
                              "device": worker.device})

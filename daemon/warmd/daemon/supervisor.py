@@ -28,6 +28,7 @@ from .connections import ClientConnection, WorkerConnection
 from .expiry import ResultExpiry
 from .groups import Families
 from .handoff import Handoff
+from .timeouts import Timeouts, end_header
 from .jobs import FAILED, LOST, QUEUED, SUCCEEDED, Job, JobTable
 from .ledger import Ledger
 from .lifecycle import Lifecycle
@@ -62,6 +63,7 @@ class Supervisor:
         self.files = files or JobOutputFiles("")
         daemon_cfg = config["daemon"]
         self.max_payload = daemon_cfg["max_frame"]
+        self.job_timeout = config["workers"]["job_timeout"]
         self.buffer_min = config["buffers"]["min_bytes"]
         self.buffer_max = buffer_limit(config["buffers"]["max_bytes"])
         self.replay_limit = daemon_cfg["replay_max_bytes"]
@@ -85,8 +87,9 @@ class Supervisor:
         self.cancels = Canceller(self, config["cancel"], self.call_later)
         self.families = Families(self, self.jobs, self.cancels, self.job_event)
         self.handoff = Handoff(self.jobs, self.finish_job)
+        self.timeouts = Timeouts(self.call_later, self._time_out)
         self.scheduler = Scheduler(self.jobs, self.pool, placement, config["workers"], self.ledger,
-                                   self.job_event, self.handoff)
+                                   self.job_event, self.handoff, self.timeouts)
         self.expiry = ResultExpiry(self.jobs, self.call_later)
         self.notices = WarmupNotices(self.jobs.queue, self.workers, self.job_event, self.call_later)
         self.frames = WorkerFrames(self, self.pool, self.scheduler, self.notices, joblog, self.files)
@@ -284,7 +287,8 @@ class Supervisor:
 
     def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"",
                    files: tuple = (), file_bytes: int = 0) -> None:
-        done = job.finish(header, payload, files, file_bytes)
+        self.timeouts.ended(job)
+        done = job.finish(end_header(job, header), payload, files, file_bytes)
         job.fetched = bool(job.subscribers or job.waiters)
         for conn in job.waiters:
             conn.write(done)
@@ -310,10 +314,16 @@ class Supervisor:
         self.update_status()
         self.check_idle()
 
+    def _time_out(self, job: Job) -> None:
+        log.warning("job %s (%s) ran past its timeout of %g s: cancelling it", job.id, job.name,
+                    job.timeout, extra={"JOB_ID": job.id, "JOB_NAME": job.name})
+        self.families.cancel(job, "interrupt", None, None)
+
     def _log_end(self, job: Job, header: dict[str, Any], level: int) -> None:
         gpu = header.get("gpu") if isinstance(header.get("gpu"), dict) else {}
         log.log(level, "job %s %s (%s)", job.id, job.state, job.name,
-                extra={"JOB_ID": job.id, "JOB_STATE": job.state,
+                extra={"JOB_ID": job.id, "JOB_STATE": job.state, "JOB_NAME": job.name,
+                       **({"JOB_TIMED_OUT": 1} if job.timed_out else {}),
                        **({"WORKER_PID": job.worker_pid} if job.worker_pid else {}),
                        **({"CLIENT_PID": job.client_pid} if job.client_pid else {}),
                        **({"DEVICE": header["device"]} if header.get("device") is not None else {}),

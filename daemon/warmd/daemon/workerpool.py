@@ -51,6 +51,7 @@ class WorkerPool:
         self.limits = config["workers"]
         self.max_frame = config["daemon"]["max_frame"]
         self.buffers = config["buffers"]
+        self.job_log_level = config["workers"]["job_log_level"]
         self.extend_timeout = extend_timeout  # tells systemd a start may take this long
         self.workers: dict[int, WorkerProcess] = {}   # by pid, until reaped
         self.backoff = 0.0
@@ -128,6 +129,7 @@ class WorkerPool:
                                 "hooks": list(self.warmup["hooks"]), "device": worker.device,
                                 "max_frame": self.max_frame, "buffer_min": self.buffers["min_bytes"],
                                 "buffer_max": buffer_limit(self.buffers["max_bytes"]),
+                                "log_level": self.job_log_level,
                                 **self.placement.warmup_options()})
 
     def _warmup_deadline(self, worker: WorkerProcess) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import builtins
 import io
 import linecache
+import logging
 import os
 import pickle
 import runpy
@@ -51,6 +52,9 @@ def run(frame: Frame, is_cancelled, usercode: UserCode, limits: Limits) -> Outco
         os.chdir(header.get("cwd") or saved.cwd)
     except (OSError, TypeError, ValueError):
         pass  # the client's directory may not exist for the worker: stay where we are
+    _apply_environment(header.get("env"), header.get("env_mode"))
+    if header.get("log_level"):
+        logging.getLogger().setLevel(str(header["log_level"]).upper())
     try:
         result = _dispatch(frame, usercode)
     except SystemExit as exc:
@@ -169,10 +173,34 @@ def call_loader(results: dict[str, tuple[Any, list, tuple]]) -> Any:
     return load
 
 
+# Variables that belong to the worker, whatever environment a job asks for: the device it
+# is pinned to and warmd's own settings.
+WORKER_VARIABLES = ("CUDA_VISIBLE_DEVICES",)
+WORKER_PREFIXES = ("WARMD_",)
+
+
+def _owned(name: str) -> bool:
+    return name in WORKER_VARIABLES or name.startswith(WORKER_PREFIXES)
+
+
+def _apply_environment(env: dict[str, str] | None, mode: str | None) -> None:
+    """The job's environment: ``env`` in place of the worker's ("replace") or on top of it
+    ("update"), the worker's own variables kept. ``_ProcessState`` puts it back after."""
+    if env is None:
+        return
+    if mode != "update":
+        for name in [n for n in os.environ if n not in env and not _owned(n)]:
+            del os.environ[name]
+    for name, value in env.items():
+        if not _owned(name):
+            os.environ[name] = value
+
+
 class _ProcessState:
     """Interpreter state a job may change that must not leak into the next job."""
 
     def __init__(self) -> None:
+        self.log_level = logging.getLogger().level
         self.cwd = os.getcwd()
         self.argv = list(sys.argv)
         self.path = list(sys.path)
@@ -186,6 +214,7 @@ class _ProcessState:
         return cls()
 
     def restore(self) -> None:
+        logging.getLogger().setLevel(self.log_level)
         os.chdir(self.cwd)
         sys.argv[:] = self.argv
         sys.path[:] = self.path

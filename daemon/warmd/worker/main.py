@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_WARMUP_FAILED
     root = logging.getLogger()
     root.addHandler(JobLogHandler(context))
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
+    # Python's own default (WARNING) unless workers.job_log_level says otherwise; a job's
+    # log_level sets it for that job alone (see execute).
+    root.setLevel(str(setup.get("log_level") or "warning").upper())
     spare = proctree.snapshot_identities()  # helpers started by warm-up stay warm
     usercode = UserCode(warm_modules())
     pump.flush_then_send({"t": "ready", "pid": os.getpid(), "token": secrets.token_hex(8),
