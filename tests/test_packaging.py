@@ -76,7 +76,8 @@ def test_zsh_completion_knows_every_verb_and_option():
     branches = _case_branches(text[text.index("case $words[1] in"):])
     for verb, parser in VERBS.items():
         assert verb in branches, f"zsh completion has no case for {verb}"
-        opts = set(re.findall(r"'\*?(--?[\w-]+)\[", branches[verb]))  # *: repeatable
+        # each spec: an optional (exclusion list), * when repeatable, the option, [its help]
+        opts = set(re.findall(r"'(?:\([^)]*\))?\*?(--?[\w-]+)\[", branches[verb]))
         assert opts == _options(parser), f"zsh completion options of {verb}: {opts} != {_options(parser)}"
 
 

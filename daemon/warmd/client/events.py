@@ -14,6 +14,7 @@ class Output:
     seq: int
     stream: str
     data: bytes
+    time: float | None = field(default=None, compare=False)  # when the daemon received it
 
     @property
     def text(self) -> str:
@@ -28,6 +29,7 @@ class Log:
     level: int
     name: str
     message: str
+    time: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -141,9 +143,10 @@ def from_frame(frame: Frame) -> Event | Finished | None:
     kind = h.get("kind")
     job, seq = h["job"], int(h.get("seq", 0))
     if kind in ("stdout", "stderr"):
-        return Output(job, seq, kind, frame.payload)
+        return Output(job, seq, kind, frame.payload, h.get("ts"))
     if kind == "log":
-        return Log(job, seq, int(h.get("level") or 0), str(h.get("name") or ""), str(h.get("message") or ""))
+        return Log(job, seq, int(h.get("level") or 0), str(h.get("name") or ""), str(h.get("message") or ""),
+                   h.get("ts"))
     if kind == "progress":
         return Progress(job, seq, h.get("done") or 0, h.get("total"), str(h.get("message") or ""),
                         dict(h.get("fields") or {}))

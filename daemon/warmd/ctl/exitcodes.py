@@ -12,3 +12,13 @@ SOFTWARE = 70        # EX_SOFTWARE: the daemon refused the request
 PROTOCOL = 76        # EX_PROTOCOL: client and daemon versions do not match
 JOB_LOST = 125       # the worker running the job died
 JOB_CANCELLED = 130  # the job was cancelled (as a shell reports Ctrl-C)
+INTERRUPTED = 130    # Ctrl-C stopped warmctl following a job, which goes on
+
+
+def of_job(end) -> int:  # type: ignore[no-untyped-def]
+    """The status warmctl exits with for a job's end (a ``Finished``)."""
+    if end.state == "cancelled":
+        return JOB_CANCELLED
+    if end.state == "lost":
+        return JOB_LOST
+    return end.exit_status

@@ -53,12 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("script", nargs="?", help="the script to run (when -c is not given)")
     sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script or code")
 
-    sp = verb("attach", "stream a job's output from its start, live, and exit with its status")
+    sp = verb("attach", "stream a job's output from its start, live, and exit with its status "
+                        "(Ctrl-C stops following; the job goes on)")
     sp.add_argument("job", help="job id, or a unique prefix of one")
     sp = verb("wait", "wait for a job to end and exit with its status", json_flag=True)
     sp.add_argument("job", help="job id, or a unique prefix of one")
-    sp = verb("logs", "print the output a job has produced so far", json_flag=True)
+    sp = verb("logs", "print the output a job has produced so far (with -f, then follow it)",
+              json_flag=True)
     sp.add_argument("job", help="job id, or a unique prefix of one")
+    sp.add_argument("-f", "--follow", action="store_true",
+                    help="then follow it live until it ends; Ctrl-C stops following, the job goes on")
+    sp.add_argument("--tail", type=_count, metavar="N", help="only the last N lines so far")
+    sp.add_argument("--since", metavar="WHEN",
+                    help="only what came since WHEN: a duration ago (90s, 10m, 2h, 1d) or a time")
+    sp.add_argument("--timestamps", action="store_true",
+                    help="start each line with the time it reached the daemon")
 
     sp = verb("cancel", "cancel a job and every job below it (interrupt, then terminate, then kill)")
     sp.add_argument("job", help="job id, or a unique prefix of one")
@@ -70,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     verb("shutdown", "stop the daemon (running jobs are cancelled)")
     _extra_verbs(verb)
     return p
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of lines >= 0, got {text!r}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -231,10 +250,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        future = client.attach(args.job)
-        future.job_id  # raises UnknownJob before we start following
-        return follow(client, future)
+    from .logview import View, follow_detachable
+    client = _client(args)
+    try:
+        return follow_detachable(client, args.job, View(), exit_with_job=True)
+    finally:
+        client.close()  # not the context manager's exit: it would wait for the job
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -249,16 +270,21 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        events = client.logs(args.job)
-    if args.json:
-        _dump([_event_json(e) for e in events])
-        return exitcodes.OK
-    printer = render.JobPrinter()
-    printer.tty = False  # no progress bar for a replay
-    for event in events:
-        printer.show(event)
-    return exitcodes.OK
+    from . import logview
+    try:
+        view = logview.View(args.tail, logview.since(args.since) if args.since else None, args.timestamps)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    client = _client(args)
+    try:
+        if args.follow:
+            return logview.follow_detachable(client, args.job, view, exit_with_job=False)
+        if args.json:
+            _dump([_event_json(e) for e in logview.cut(client.logs(args.job), view)])
+            return exitcodes.OK
+        return logview.show_logs(client, args.job, view)
+    finally:
+        client.close()  # a followed job goes on without us
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -346,12 +372,7 @@ def follow(client: Any, future: Any) -> int:
     return exit_status(end)
 
 
-def exit_status(end: Any) -> int:
-    if end.state == "cancelled":
-        return exitcodes.JOB_CANCELLED
-    if end.state == "lost":
-        return exitcodes.JOB_LOST
-    return end.exit_status
+exit_status = exitcodes.of_job
 
 
 def entry() -> None:

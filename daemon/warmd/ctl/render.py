@@ -60,6 +60,11 @@ class JobPrinter:
         self.err.flush()
         self.bar_shown = True
 
+    def stop(self) -> None:
+        """Take the progress bar off the terminal: this printer shows no more."""
+        self._clear_bar()
+        self.err.flush()
+
     def _clear_bar(self) -> None:
         if self.bar_shown:
             self.err.write("\r\x1b[K")

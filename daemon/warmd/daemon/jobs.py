@@ -89,7 +89,8 @@ class Job:
                 + self.result_file_bytes)
 
     def add_event(self, fields: dict[str, Any], payload: bytes = b"") -> bytes:
-        frame = encode({"t": "event", "job": self.id, "seq": self.replay.last + 1, **fields}, payload)
+        frame = encode({"t": "event", "job": self.id, "seq": self.replay.last + 1,
+                        "ts": round(time.time(), 6), **fields}, payload)
         self.replay.add(frame, len(payload))
         return frame
 
