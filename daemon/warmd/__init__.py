@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import (DaemonUnavailable, FrameTooLarge, JobExit, JobLost, JobTimedOut, RemoteError,
+from .errors import (ConfigError, DaemonUnavailable, FrameTooLarge, JobExit, JobLost, JobTimedOut, RemoteError,
                      RequestFailed, UnknownJob, UnsafePath, VersionMismatch, WarmdError)
 from .runtime import cancelled, device, job_id, progress, xp
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .inplace import buffer, empty, zeros
 
 __all__ = ["Client", "JobFuture", "JobGroup", "GroupProgress", "ref", "ResultRef", "JobCancelled", "JobExit", "JobLost", "JobTimedOut", "RemoteError",
-           "RequestFailed", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
+           "RequestFailed", "ConfigError", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
            "FrameTooLarge", "empty", "zeros", "buffer",
            "Output", "Log", "Progress", "ChildProgress", "StateChange", "Warming", "Gap", "Finished",
            "progress", "cancelled", "device", "xp", "job_id", "__version__"]

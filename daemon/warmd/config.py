@@ -241,6 +241,7 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None, *,
     """
     values = defaults()
     source = "defaults"
+    problems: list[str] = []
     if path is not None:
         try:
             text = path.read_text()
@@ -256,16 +257,26 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None, *,
                 raise ConfigError(f"{path}: not valid TOML: {exc}") from None
             for table, keys in data.items():
                 if not isinstance(keys, dict):
-                    raise ConfigError(f"{path}: {table!r} must be a table such as [{table}]")
+                    problems.append(f"{path}: {table!r} must be a table such as [{table}]")
+                    continue
                 for key, raw in keys.items():
-                    set_value(values, table, key, raw, str(path))
+                    _collect(problems, set_value, values, table, key, raw, str(path))
             source = str(path)
     applied = []
     for dotted, raw in (overrides or {}).items():
         table, key = dotted.split(".", 1)
-        set_value(values, table, key, raw, "command line")
+        _collect(problems, set_value, values, table, key, raw, "command line")
         applied.append(dotted)
+    if problems:  # every one at once: a user fixes the file in one go
+        raise ConfigError("\n".join(problems))
     return Config(values, source, tuple(applied))
+
+
+def _collect(problems: list[str], step: Callable[..., None], *args: Any) -> None:
+    try:
+        step(*args)
+    except ConfigError as exc:
+        problems.append(str(exc))
 
 
 def all_keys() -> list[str]:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..credentials import peer_credentials
-from ..errors import DaemonUnavailable, UnsafePath
+from ..errors import ConfigError, DaemonUnavailable, UnsafePath
 from ..paths import (check_socket_entry, default_socket, entry, open_private_dir, open_private_file,
                      state_dir, through)
 
@@ -51,11 +51,11 @@ def connect(path: Path, autostart: bool, daemon_args: list[str] | None = None) -
                     raise _unavailable(path, exc) from None
             try:
                 start_daemon(path, daemon_args or [])
-            except DaemonUnavailable:
+            except DaemonUnavailable as failed:
                 try:
                     return _connect(path)  # a daemon started by hand won the race: use it
                 except OSError:
-                    raise
+                    raise failed from None  # why ours did not start, not that nobody answers
             try:
                 return _connect(path)
             except OSError as exc:
@@ -147,6 +147,9 @@ def start_daemon(path: Path, daemon_args: list[str]) -> None:
         for fd in (read_end, write_end):
             if fd >= 0:
                 os.close(fd)
+    if answer.startswith("config-error: "):
+        raise ConfigError(f"could not start warmd on {path}: its configuration is invalid:\n"
+                          f"{answer.removeprefix('config-error: ')}")
     if answer != "ok":
         reason = answer.removeprefix("error: ") if answer else "it exited before serving the socket"
         raise DaemonUnavailable(f"could not start warmd on {path}: {reason} (log: {log_path})")

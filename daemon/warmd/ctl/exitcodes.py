@@ -10,6 +10,7 @@ NO_SUCH_JOB = 66     # EX_NOINPUT: unknown or expired job id
 UNAVAILABLE = 69     # EX_UNAVAILABLE: no daemon answers and none could be started
 SOFTWARE = 70        # EX_SOFTWARE: the daemon refused the request
 PROTOCOL = 76        # EX_PROTOCOL: client and daemon versions do not match
+CONFIG = 78          # EX_CONFIG: the daemon it had to start has an invalid configuration
 JOB_LOST = 125       # the worker running the job died
 JOB_CANCELLED = 130  # the job was cancelled (as a shell reports Ctrl-C)
 INTERRUPTED = 130    # Ctrl-C stopped warmctl following a job, which goes on

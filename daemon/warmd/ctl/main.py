@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 from .._version import __version__
 from ..paths import SOCKET_HELP
-from ..errors import (AmbiguousJob, DaemonUnavailable, JobLost, ProtocolError, RequestFailed,
-                      UnknownJob, UnsafePath, VersionMismatch, WarmdError)
+from ..errors import (AmbiguousJob, ConfigError, DaemonUnavailable, JobLost, ProtocolError,
+                      RequestFailed, UnknownJob, UnsafePath, VersionMismatch, WarmdError)
 from . import exitcodes, render
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,17 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     verb("status", "show the daemon, its workers and job counts", json_flag=True)
     verb("jobs", "list the jobs the daemon holds, each under its parent or group", json_flag=True)
 
-    sp = verb("exec", "run a code string on a warm worker and stream its output")
+    sp = verb("exec", "run a code string on a warm worker and stream its output", json_flag=True)
     sp.add_argument("-c", dest="code", metavar="CODE", required=True, help="Python code to run")
     _job_options(sp)
     sp.add_argument("args", nargs=argparse.REMAINDER, help="sys.argv[1:] for the code")
 
-    sp = verb("run", "run a Python script on a warm worker and stream its output")
+    sp = verb("run", "run a Python script on a warm worker and stream its output", json_flag=True)
     _job_options(sp)
     sp.add_argument("script", help="the script to run (as python SCRIPT ARGS...)")
     sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
 
-    sp = verb("submit", "queue a script or code string and print only its job id")
+    sp = verb("submit", "queue a script or code string and print only its job id", json_flag=True)
     sp.add_argument("-c", dest="code", metavar="CODE", help="Python code to run")
     _job_options(sp)
     sp.add_argument("script", nargs="?", help="the script to run (when -c is not given)")
@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exitcodes.JOB_LOST, exc)
     except VersionMismatch as exc:
         return _fail(exitcodes.PROTOCOL, exc)
+    except ConfigError as exc:
+        return _fail(exitcodes.CONFIG, exc)
     except ProtocolError as exc:
         return _fail(exitcodes.PROTOCOL, exc)
     except (DaemonUnavailable, UnsafePath) as exc:
@@ -223,14 +225,14 @@ def cmd_exec(args: argparse.Namespace) -> int:
     from ..client import jobspec
     request = jobspec.code(args.code, _argv(args.args)).with_options(_options(args))
     with _client(args) as client:
-        return follow(client, client.submit_job(request, device=args.device))
+        return follow(client, client.submit_job(request, device=args.device), args.json)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..client import jobspec
     request = jobspec.script(args.script, _argv(args.args)).with_options(_options(args))
     with _client(args) as client:
-        return follow(client, client.submit_job(request, device=args.device))
+        return follow(client, client.submit_job(request, device=args.device), args.json)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -245,7 +247,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     request.with_options(_options(args))
     with _client(args) as client:
         future = client.submit_job(request, device=args.device, attach=False)
-        print(future.job_id)
+        print(json.dumps({"job": future.job_id}) if args.json else future.job_id)
     return exitcodes.OK
 
 
@@ -262,8 +264,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     with _client(args) as client:
         end = client.wait(args.job)
     if args.json:
-        _dump({"job": end.job, "state": end.state, "exit_status": end.exit_status, "error": end.error,
-               **end.info})
+        _dump(_end_json(end))
     elif end.state != "succeeded":
         render.JobPrinter().finish(end)  # say what happened: the status alone does not
     return exit_status(end)
@@ -333,7 +334,12 @@ def _event_json(event: Any) -> dict[str, Any]:
     return data
 
 
-def follow(client: Any, future: Any) -> int:
+def _end_json(end: Any) -> dict[str, Any]:
+    return {"job": end.job, "state": end.state, "exit_status": end.exit_status, "error": end.error,
+            **end.info}
+
+
+def follow(client: Any, future: Any, json_end: bool = False) -> int:
     """Stream a job to the terminal. Ctrl-C once interrupts the job, twice kills it;
     warmctl itself keeps running until the job has ended, then exits with its status."""
     future.job_id  # raises now if the daemon refused the job (bad device, shutting down...)
@@ -369,6 +375,9 @@ def follow(client: Any, future: Any) -> int:
     if end is None:  # the connection ended first: JobLost when the daemon went away
         future.result()
     printer.finish(end)
+    if json_end:  # the end record, as the last line of standard output
+        sys.stdout.flush()
+        print(json.dumps(_end_json(end), sort_keys=True), flush=True)
     return exit_status(end)
 
 

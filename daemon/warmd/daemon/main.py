@@ -10,7 +10,7 @@ from pathlib import Path
 from .. import memfd, paths, proctree
 from .._version import __version__
 from ..config import Config, load
-from ..errors import AlreadyRunning, WarmdError
+from ..errors import AlreadyRunning, ConfigError, WarmdError
 from . import listener as listening
 from .logs import JobOutputLog, setup as setup_logging
 from .outputfiles import JobOutputFiles
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             lst = listening.bind(sock_path)
     except WarmdError as exc:
         print(f"warmd: {exc}", file=sys.stderr)
-        ready.send(f"error: {exc}")
+        # A client that started this daemon shows the reason, and a config error as one.
+        ready.send(f"{'config-error' if isinstance(exc, ConfigError) else 'error'}: {exc}")
         return EXIT_RUNNING if isinstance(exc, AlreadyRunning) else EXIT_CONFIG
     proctree.become_subreaper()
     memfd.raise_descriptor_limit()  # kept results and queued calls hold their memfds open

@@ -249,7 +249,7 @@ def _exception_outcome(exc: BaseException) -> Outcome:
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename in (__file__, "<frozen runpy>"):
         tb = tb.tb_next
-    exc = exc.with_traceback(tb) if tb is not None else exc
+    exc = exc.with_traceback(tb)  # None when all of it was ours: a SyntaxError in -c code, say
     try:
         data = cloudpickle.dumps(exc)
     except Exception:
