@@ -235,6 +235,11 @@ class AsyncClient:
         request = jobspec.script(path, argv or [])
         return await self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
 
+    async def run_module(self, module: str, argv: list[str] | None = None, *,
+                         device: int | None = None, **options: Any) -> AsyncJob:
+        request = jobspec.module(module, argv or [])
+        return await self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
+
     async def run_code(self, code: str, argv: list[str] | None = None, *,
                        device: int | None = None, **options: Any) -> AsyncJob:
         request = jobspec.code(code, argv or [])

@@ -199,10 +199,23 @@ def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules
 
 
 def script(path: str, argv: list[str]) -> JobRequest:
+    """A file, or as ``python`` takes them, a directory or zip file with a ``__main__.py``."""
     full = os.path.abspath(path)
-    if not os.path.isfile(full):
+    if os.path.isdir(full):
+        if not os.path.isfile(os.path.join(full, "__main__.py")):
+            raise FileNotFoundError(f"{path} is a directory without a __main__.py: nothing to run "
+                                    "(python runs a directory by its __main__.py)")
+    elif not os.path.isfile(full):
         raise FileNotFoundError(f"no such script: {path}")
-    return JobRequest("script", os.path.basename(path), b"", {"path": full, "argv": list(argv)})
+    name = os.path.basename(full.rstrip(os.sep)) or full
+    return JobRequest("script", name, b"", {"path": full, "argv": list(argv)})
+
+
+def module(name: str, argv: list[str]) -> JobRequest:
+    """A module run as ``python -m name argv...`` runs it, found from the current directory."""
+    if not name or name.startswith(".") or not all(part.isidentifier() for part in name.split(".")):
+        raise ValueError(f"-m {name!r}: not a module name")
+    return JobRequest("module", f"-m {name}", b"", {"module": name, "argv": list(argv)})
 
 
 def code(source: str, argv: list[str]) -> JobRequest:

@@ -191,6 +191,13 @@ class Client(concurrent.futures.Executor):
         request = jobspec.script(path, argv or [])
         return self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
 
+    def run_module(self, module: str, argv: list[str] | None = None, *, device: int | None = None,
+                   **options: Any) -> JobFuture:
+        """Run a module, as ``python -m module argv...`` would, found from the current
+        directory (options as ``submit_call``)."""
+        request = jobspec.module(module, argv or [])
+        return self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
+
     def run_code(self, code: str, argv: list[str] | None = None, *, device: int | None = None,
                  **options: Any) -> JobFuture:
         """Run a code string, as ``python -c code argv...`` would (options as ``submit_call``)."""

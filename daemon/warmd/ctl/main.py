@@ -43,14 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("args", nargs=argparse.REMAINDER, help="sys.argv[1:] for the code")
 
     sp = verb("run", "run a Python script on a warm worker and stream its output", json_flag=True)
+    sp.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m MODULE")
     _job_options(sp)
-    sp.add_argument("script", help="the script to run (as python SCRIPT ARGS...)")
+    sp.add_argument("script", nargs="?",
+                    help="the script, directory or zip to run (as python SCRIPT ARGS...)")
     sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
 
     sp = verb("submit", "queue a script or code string and print only its job id", json_flag=True)
     sp.add_argument("-c", dest="code", metavar="CODE", help="Python code to run")
+    sp.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m MODULE")
     _job_options(sp)
-    sp.add_argument("script", nargs="?", help="the script to run (when -c is not given)")
+    sp.add_argument("script", nargs="?", help="the script to run (when neither -c nor -m is given)")
     sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script or code")
 
     sp = verb("attach", "stream a job's output from its start, live, and exit with its status "
@@ -228,22 +231,34 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return follow(client, client.submit_job(request, device=args.device), args.json)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _script_or_module(args: argparse.Namespace):
+    """The job ``run`` and ``submit`` name: -m MODULE, else the SCRIPT (its arguments after)."""
     from ..client import jobspec
-    request = jobspec.script(args.script, _argv(args.args)).with_options(_options(args))
+    if args.module is not None:
+        rest = ([args.script] if args.script else []) + _argv(args.args)
+        try:
+            return jobspec.module(args.module, rest)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.script is None:
+        raise UsageError(f"{args.verb} needs a SCRIPT, or -m MODULE" +
+                         (", or -c CODE" if args.verb == "submit" else ""))
+    return jobspec.script(args.script, _argv(args.args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    request = _script_or_module(args).with_options(_options(args))
     with _client(args) as client:
         return follow(client, client.submit_job(request, device=args.device), args.json)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from ..client import jobspec
-    if args.code is None and args.script is None:
-        raise FileNotFoundError("submit needs -c CODE or a SCRIPT")
     if args.code is not None:
         extra = ([args.script] if args.script else []) + _argv(args.args)
         request = jobspec.code(args.code, extra)
     else:
-        request = jobspec.script(args.script, _argv(args.args))
+        request = _script_or_module(args)
     request.with_options(_options(args))
     with _client(args) as client:
         future = client.submit_job(request, device=args.device, attach=False)

@@ -27,7 +27,7 @@ from .streams import Cursor
 
 log = logging.getLogger("warmd")
 
-JOB_KINDS = ("call", "script", "code")
+JOB_KINDS = ("call", "script", "code", "module")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _CANDIDATES = 20  # jobs an ambiguous prefix lists
 
@@ -168,10 +168,11 @@ class Requests:
         h = frame.header
         kind = fields.choice(h, "kind", JOB_KINDS, "")
         if not kind:
-            raise BadRequest("kind is required (call, script or code)")
+            raise BadRequest("kind is required (call, script, code or module)")
         # Everything the worker will act on is checked here: a bad value must not reach it.
         run = {"kind": kind, "argv": fields.texts(h, "argv"), "cwd": fields.text(h, "cwd", path=True),
                "path": fields.text(h, "path", required=kind == "script", path=True),
+               "module": fields.text(h, "module", required=kind == "module"),
                "name": fields.text(h, "name"), "paths": fields.texts(h, "paths"),
                "buffers": fields.buffers(h, frame.files, sup.buffer_max)[0]}
         env, env_mode = fields.environment(h)

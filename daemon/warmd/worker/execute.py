@@ -10,6 +10,7 @@ import pickle
 import runpy
 import sys
 import traceback
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,8 +118,14 @@ def _dispatch(frame: Frame, usercode: UserCode) -> Any:
     if kind == "script":
         path = header["path"]
         sys.argv = [path, *argv]
-        sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+        if not os.path.isdir(path) and not zipfile.is_zipfile(path):
+            sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # run_path adds a dir or zip
         runpy.run_path(path, run_name="__main__")
+        return None
+    if kind == "module":
+        sys.argv = ["-m", *argv]  # run_module puts the module's file in argv[0], as python -m
+        sys.path.insert(0, os.getcwd())
+        runpy.run_module(header["module"], run_name="__main__", alter_sys=True)
         return None
     if kind == "code":
         sys.argv = ["-c", *argv]
