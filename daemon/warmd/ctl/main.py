@@ -16,6 +16,9 @@ from ..errors import (AmbiguousJob, ConfigError, DaemonUnavailable, JobLost, Pro
                       RequestFailed, UnknownJob, UnsafePath, VersionMismatch, WarmdError)
 from . import exitcodes, render
 
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="warmctl", description="Run jobs on warm workers of the warmd daemon, and manage it.",
@@ -35,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb("ping", "check that the daemon answers", json_flag=True)
     verb("status", "show the daemon, its workers and job counts", json_flag=True)
-    verb("jobs", "list the jobs the daemon holds, each under its parent or group", json_flag=True)
+    sp = verb("jobs", "list the jobs the daemon holds, each under its parent or group", json_flag=True)
+    sp.add_argument("--state", action="append", choices=JOB_STATES, metavar="STATE",
+                    help=f"only jobs in this state (repeatable): {', '.join(JOB_STATES)}")
+    sp.add_argument("--name", metavar="PATTERN", help="only jobs whose name matches this shell pattern")
+    sp.add_argument("--limit", type=_count, metavar="N", help="only the newest N")
 
     sp = verb("exec", "run a code string on a warm worker and stream its output", json_flag=True)
     sp.add_argument("-c", dest="code", metavar="CODE", required=True, help="Python code to run")
@@ -219,7 +226,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        jobs = client.jobs()
+        jobs = render.select_jobs(client.jobs(), args.state, args.name, args.limit)
     _dump(jobs) if args.json else print(render.jobs_text(jobs))
     return exitcodes.OK
 

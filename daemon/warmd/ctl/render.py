@@ -174,9 +174,32 @@ def jobs_text(jobs: list[dict[str, Any]]) -> str:
         children = j.get("children")
         progress = f"{children['done']}/{children['total']}" if children else _own_progress(j)
         elapsed = duration((j["finished"] or now) - j["started"]) if j["started"] else "-"
-        rows.append([("  " * (depth - 1) + "└ " if depth else "") + j["id"], j["state"], j["kind"],
-                     j["name"][:40], progress, j["exit_status"], j["worker_pid"], elapsed])
-    return table(rows, ["JOB", "STATE", "KIND", "NAME", "PROGRESS", "EXIT", "WORKER", "TIME"])
+        state = j["state"] + (" (timed out)" if j.get("timed_out") else "")
+        rows.append([("  " * (depth - 1) + "└ " if depth else "") + j["id"], state, j["kind"],
+                     shown_name(j["name"]), progress, j["exit_status"], j["worker_pid"], elapsed,
+                     duration(now - j["submitted"]) if j.get("submitted") else "-"])
+    return table(rows, ["JOB", "STATE", "KIND", "NAME", "PROGRESS", "EXIT", "WORKER", "TIME", "AGE"])
+
+
+NAME_WIDTH = 40
+
+
+def shown_name(name: str, width: int = NAME_WIDTH) -> str:
+    """A job's name for a terminal: control characters escaped (a name is the user's text
+    and must not move the cursor or change colours), cut with an ellipsis past ``width``."""
+    safe = "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
+    return safe if len(safe) <= width else safe[:width - 1] + "…"
+
+
+def select_jobs(jobs: list[dict[str, Any]], states: list[str] | None, name: str | None,
+                limit: int | None) -> list[dict[str, Any]]:
+    """``jobs --state/--name/--limit``: the jobs in those states whose name matches the
+    shell pattern, the newest ``limit`` of them (still shown oldest first)."""
+    import fnmatch
+    out = [j for j in jobs if (not states or j["state"] in states)
+           and (name is None or fnmatch.fnmatchcase(j["name"], name))]
+    out.sort(key=lambda j: j.get("submitted") or 0)
+    return out[-limit:] if limit is not None else out
 
 
 def job_tree(jobs: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
