@@ -91,7 +91,7 @@ def test_progress_bar_on_a_terminal(daemon):
         shown += chunk
     os.close(primary)
     assert proc.returncode == 0 and out == b"done\n"
-    assert b"3/3 wells" in shown and b"[" in shown
+    assert b"3/3 100%" in shown and b"wells" in shown and b"[" in shown
 
 
 def test_no_progress_bar_when_not_a_terminal(daemon):

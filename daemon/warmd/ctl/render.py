@@ -22,6 +22,7 @@ class JobPrinter:
         self.tty = err.isatty()
         self.warm_step: str | None = None
         self.children: dict[str, ChildProgress] = {}  # the latest news of each job below this one
+        self.pace = Pace()
 
     def show(self, event: Event) -> None:
         if isinstance(event, Output):
@@ -51,9 +52,11 @@ class JobPrinter:
             self.children[event.child] = event
             if self.tty:
                 rolled = GroupProgress(event.children_done, event.children_total, self.children)
-                self._bar(group_bar(rolled, event, shutil.get_terminal_size().columns))
+                self.pace.update(rolled.done, time.time())
+                self._bar(group_bar(rolled, event, shutil.get_terminal_size().columns, self.pace))
         elif isinstance(event, Progress) and self.tty and not self.children:
-            self._bar(progress_bar(event, shutil.get_terminal_size().columns))
+            self.pace.update(event.done, time.time())
+            self._bar(progress_bar(event, shutil.get_terminal_size().columns, self.pace))
 
     def _bar(self, line: str) -> None:
         self.err.write("\r" + line)
@@ -93,18 +96,59 @@ def _has_fd(stream: TextIO) -> bool:
         return False
 
 
-def progress_bar(p: Progress, columns: int) -> str:
+class Pace:
+    """How fast a count goes: elapsed time since the first report, items a second, and the
+    time left at that rate; and a spinner's frame for a count without a total."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.first = 0.0
+        self.ticks = 0
+
+    def update(self, done: float, now: float) -> None:
+        if self.start is None:
+            self.start, self.first = now, done
+        self.ticks += 1
+
+    def describe(self, done: float, total: float | None, now: float) -> str:
+        if self.start is None:
+            return ""
+        elapsed = now - self.start
+        rate = (done - self.first) / elapsed if elapsed > 0 else 0.0
+        parts = [duration(elapsed)]
+        if rate > 0:
+            parts.append(f"{_num(round(rate, 2))}/s")
+            if total:
+                parts.append(f"ETA {duration(max(0.0, total - done) / rate)}")
+        return " " + " ".join(parts)
+
+    def spinner(self) -> str:
+        return self.FRAMES[self.ticks % len(self.FRAMES)]
+
+
+def progress_bar(p: Progress, columns: int, pace: Pace | None = None, now: float | None = None) -> str:
+    """``[####....] 40/100 40% 12.00s 3.3/s ETA 18.00s message``; with no total, a spinner
+    and the count."""
     message = f" {p.message}" if p.message else ""
+    now = time.time() if now is None else now
+    timing = pace.describe(p.done, p.total, now) if pace is not None else ""
     if p.total:
         frac = max(0.0, min(1.0, p.done / p.total))
-        return _bar_line(frac, f" {_num(p.done)}/{_num(p.total)}", message, columns)
-    return f"{_num(p.done)}{message}"[: max(1, columns - 1)]
+        count = f" {_num(p.done)}/{_num(p.total)} {100 * frac:.0f}%{timing}"
+        return _bar_line(frac, count, message, columns)
+    spin = pace.spinner() + " " if pace is not None else ""
+    return f"{spin}{_num(p.done)}{timing}{message}"[: max(1, columns - 1)]
 
 
-def group_bar(rolled: GroupProgress, last: ChildProgress, columns: int) -> str:
+def group_bar(rolled: GroupProgress, last: ChildProgress, columns: int, pace: Pace | None = None,
+              now: float | None = None) -> str:
     """One bar for the jobs below: ended ones plus the running ones' own fractions."""
     where = " ".join(f"{k}={v}" for k, v in last.fields.items()) or last.message
-    count = f" {rolled.done}/{rolled.total} jobs {100 * rolled.fraction:.0f}%"
+    now = time.time() if now is None else now
+    timing = pace.describe(rolled.done, rolled.total, now) if pace is not None else ""
+    count = f" {rolled.done}/{rolled.total} jobs {100 * rolled.fraction:.0f}%{timing}"
     return _bar_line(rolled.fraction, count, f" {where}" if where else "", columns)
 
 
