@@ -277,6 +277,15 @@ class AsyncClient:
         """The full id of the job ``job_id`` names (an id, or a unique prefix of one)."""
         return (await self._call("resolve", job=job_id)).header["job"]
 
+    async def restart(self, job_id: str) -> str:
+        """See ``warmd.Client.restart``."""
+        return (await self._call("restart", job=job_id)).header["job"]
+
+    async def forget(self, job_ids: list[str]) -> dict[str, Any]:
+        """See ``warmd.Client.forget``."""
+        reply = (await self._call("forget", jobs=list(job_ids))).header
+        return {"jobs": list(reply.get("jobs") or []), "kept": dict(reply.get("kept") or {})}
+
     async def cancel(self, job_id: str, mode: str = "interrupt", *, interrupt_grace: float | None = None,
                      terminate_grace: float | None = None) -> str:
         fields = cancel_fields(job_id, mode, interrupt_grace, terminate_grace)

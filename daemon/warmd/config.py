@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError
+from .protocol import LOG_LEVELS
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 # "", "B", then K/KB (1000) and Ki/KiB (1024) up to T/TB and Ti/TiB.
@@ -171,7 +172,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "max_extra": (_int(0, max_workers), 4),
         "max_rss": (parse_size, 0),
         "job_timeout": (parse_seconds, 0.0),
-        "job_log_level": (_choice("debug", "info", "warning", "error", "critical"), "warning"),
+        "job_log_level": (_choice(*LOG_LEVELS), "warning"),
         "warmup_timeout": (parse_seconds, 600.0),
         "gpu_memory_limit": (_memory_limit, 0),
         "gpu_memory_policy": (_choice("keep", "free", "recycle"), "keep"),

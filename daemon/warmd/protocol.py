@@ -44,6 +44,7 @@ MAX_HEADER = 0xFFFF
 # 64 KiB stays on the heap. Larger frames simply take several receives.
 RECV_SIZE = 1 << 16
 MAX_PROGRESS_FIELDS = 16  # fields one warmd.progress report may carry
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # a job's log_level
 
 # Headers are JSON, through orjson where it is installed: every hop encodes and
 # decodes a header, and the standard library's json takes 3-4 µs for each against
@@ -79,7 +80,7 @@ def load_json(data: bytes | bytearray) -> Any:
 # Message types a client may send to the daemon.
 CLIENT_MESSAGES = frozenset({
     "hello", "ping", "source", "submit", "attach", "detach", "wait", "logs", "cancel",
-    "status", "jobs", "shutdown", "resolve", "group", "group_close",
+    "status", "jobs", "shutdown", "resolve", "group", "group_close", "restart", "forget",
 })
 
 # Error codes in "error" frames.

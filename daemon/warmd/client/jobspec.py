@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .. import oob
 from ..codepaths import is_user_file, is_user_module
-from ..protocol import source_digest, source_frame
+from ..protocol import LOG_LEVELS, source_digest, source_frame
 from .refs import resolve
 
 
@@ -25,9 +25,6 @@ class ModuleSource:
 
     def frame(self) -> bytes:
         return source_frame(self.name, self.path, self.sha, self.source)
-
-
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 @dataclass(frozen=True)

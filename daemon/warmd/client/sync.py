@@ -245,6 +245,15 @@ class Client(concurrent.futures.Executor):
         (AmbiguousJob lists the candidates when several match)."""
         return self._call("resolve", job=job_id).header["job"]
 
+    def restart(self, job_id: str) -> str:
+        """Submit a finished script, code or module job again as it ran; the new job's id."""
+        return self._call("restart", job=job_id).header["job"]
+
+    def forget(self, job_ids: list[str]) -> dict[str, Any]:
+        """Drop finished jobs from the daemon: {"jobs": the ids forgotten, "kept": {ref: why}}."""
+        reply = self._call("forget", jobs=list(job_ids)).header
+        return {"jobs": list(reply.get("jobs") or []), "kept": dict(reply.get("kept") or {})}
+
     def logs(self, job_id: str) -> list[Event]:
         """The events a job has produced so far, without following it."""
         job_id = self.resolve(job_id)  # the replay is routed by the job's full id

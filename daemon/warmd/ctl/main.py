@@ -14,10 +14,10 @@ from .._version import __version__
 from ..paths import SOCKET_HELP
 from ..errors import (AmbiguousJob, ConfigError, DaemonUnavailable, JobLost, ProtocolError,
                       RequestFailed, UnknownJob, UnsafePath, VersionMismatch, WarmdError)
-from . import exitcodes, render
-
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
-
+from . import cli, exitcodes, render
+from .cli import UsageError, count, seconds
+from .joboptions import add_job_options, job_options
+from .render import JOB_STATES
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -42,16 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--state", action="append", choices=JOB_STATES, metavar="STATE",
                     help=f"only jobs in this state (repeatable): {', '.join(JOB_STATES)}")
     sp.add_argument("--name", metavar="PATTERN", help="only jobs whose name matches this shell pattern")
-    sp.add_argument("--limit", type=_count, metavar="N", help="only the newest N")
+    sp.add_argument("--limit", type=count, metavar="N", help="only the newest N")
 
     sp = verb("exec", "run a code string on a warm worker and stream its output", json_flag=True)
     sp.add_argument("-c", dest="code", metavar="CODE", required=True, help="Python code to run")
-    _job_options(sp)
+    add_job_options(sp)
     sp.add_argument("args", nargs=argparse.REMAINDER, help="sys.argv[1:] for the code")
 
     sp = verb("run", "run a Python script on a warm worker and stream its output", json_flag=True)
     sp.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m MODULE")
-    _job_options(sp)
+    add_job_options(sp)
     sp.add_argument("script", nargs="?",
                     help="the script, directory or zip to run (as python SCRIPT ARGS...)")
     sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb("submit", "queue a script or code string and print only its job id", json_flag=True)
     sp.add_argument("-c", dest="code", metavar="CODE", help="Python code to run")
     sp.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m MODULE")
-    _job_options(sp)
+    add_job_options(sp)
     sp.add_argument("script", nargs="?", help="the script to run (when neither -c nor -m is given)")
     sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script or code")
 
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("job", help="job id, or a unique prefix of one")
     sp.add_argument("-f", "--follow", action="store_true",
                     help="then follow it live until it ends; Ctrl-C stops following, the job goes on")
-    sp.add_argument("--tail", type=_count, metavar="N", help="only the last N lines so far")
+    sp.add_argument("--tail", type=count, metavar="N", help="only the last N lines so far")
     sp.add_argument("--since", metavar="WHEN",
                     help="only what came since WHEN: a duration ago (90s, 10m, 2h, 1d) or a time")
     sp.add_argument("--timestamps", action="store_true",
@@ -83,74 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("job", help="job id, or a unique prefix of one")
     sp.add_argument("--force", action="store_true", help="kill at once (SIGKILL to the job's processes)")
     sp.add_argument("--terminate", action="store_true", help="skip the interrupt (SIGTERM, then SIGKILL)")
-    sp.add_argument("--interrupt-grace", type=_seconds, metavar="SECONDS", help="override cancel.interrupt_grace")
-    sp.add_argument("--terminate-grace", type=_seconds, metavar="SECONDS", help="override cancel.terminate_grace")
+    sp.add_argument("--interrupt-grace", type=seconds, metavar="SECONDS", help="override cancel.interrupt_grace")
+    sp.add_argument("--terminate-grace", type=seconds, metavar="SECONDS", help="override cancel.terminate_grace")
 
     verb("shutdown", "stop the daemon (running jobs are cancelled)")
     _extra_verbs(verb)
     return p
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number of lines >= 0, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    from ..config import parse_seconds
-    try:
-        return parse_seconds(float(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _job_options(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--device", type=int, metavar="N", help="run on a worker pinned to GPU N")
-    sp.add_argument("--name", metavar="NAME", help="the job's name in jobs, status and the journal")
-    sp.add_argument("--timeout", type=_seconds, metavar="SECONDS",
-                    help="cancel the job if it runs longer (exit status 124); 0: no limit")
-    sp.add_argument("--priority", type=int, default=0, metavar="N",
-                    help="higher starts first among queued jobs (default 0)")
-    sp.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"),
-                    help="the job's root logger level (default: workers.job_log_level)")
-    sp.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                    help="set a variable for the job (repeatable)")
-    sp.add_argument("--no-env", action="store_true",
-                    help="run with the daemon's environment, not this shell's")
-
-
-_MAX_ENV = 48 * 1024  # of the 64 KiB a frame header may take
-
-
-def _options(args: argparse.Namespace):
-    """The job options the command line gives: this shell's environment unless --no-env."""
-    from ..client.jobspec import JobOptions
-    extra = {}
-    for item in args.env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--env {item!r}: expected KEY=VALUE")
-        extra[key] = value
-    env = None if args.no_env else {**os.environ, **extra}
-    size = sum(len(k) + len(v) for k, v in (env or {}).items())
-    if size > _MAX_ENV:
-        raise UsageError(f"this shell's environment is {size} bytes, more than a job's frame header "
-                         "holds: use --no-env, with --env KEY=VALUE for what the job needs")
-    return JobOptions(name=args.name, timeout=args.timeout, priority=args.priority,
-                      log_level=args.log_level, env=env, env_update=extra if args.no_env else None)
-
-
-class UsageError(Exception):
-    """A command line warmctl cannot act on (exit status 2, as argparse's own)."""
-
-
 def _extra_verbs(verb: Callable[..., argparse.ArgumentParser]) -> None:
-    from . import units
+    from . import forget, units
+    forget.add_verbs(verb)
     units.add_verbs(verb)
 
 
@@ -182,18 +125,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _unit_command(verb: str) -> Callable[[argparse.Namespace], int]:
-    from . import units
-    return units.COMMANDS[verb]
+    from . import forget, units
+    return {**forget.COMMANDS, **units.COMMANDS}[verb]
 
 
 def _fail(code: int, exc: BaseException) -> int:
     print(f"warmctl: {exc}", file=sys.stderr)
     return code
-
-
-def _client(args: argparse.Namespace):
-    from ..client.sync import Client
-    return Client(args.socket, autostart=not args.no_autostart, name="warmctl")
 
 
 def _dump(data: Any) -> None:
@@ -202,7 +140,7 @@ def _dump(data: Any) -> None:
 
 def cmd_ping(args: argparse.Namespace) -> int:
     import time
-    client = _client(args)
+    client = cli.client(args)
     start = time.perf_counter()
     pong = client.ping()
     elapsed = time.perf_counter() - start
@@ -218,14 +156,14 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with cli.client(args) as client:
         status = client.status()
     _dump(status) if args.json else print(render.status_text(status))
     return exitcodes.OK
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with cli.client(args) as client:
         jobs = render.select_jobs(client.jobs(), args.state, args.name, args.limit)
     _dump(jobs) if args.json else print(render.jobs_text(jobs))
     return exitcodes.OK
@@ -233,8 +171,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 def cmd_exec(args: argparse.Namespace) -> int:
     from ..client import jobspec
-    request = jobspec.code(args.code, _argv(args.args)).with_options(_options(args))
-    with _client(args) as client:
+    request = jobspec.code(args.code, _argv(args.args)).with_options(job_options(args))
+    with cli.client(args) as client:
         return follow(client, client.submit_job(request, device=args.device), args.json)
 
 
@@ -254,8 +192,8 @@ def _script_or_module(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    request = _script_or_module(args).with_options(_options(args))
-    with _client(args) as client:
+    request = _script_or_module(args).with_options(job_options(args))
+    with cli.client(args) as client:
         return follow(client, client.submit_job(request, device=args.device), args.json)
 
 
@@ -266,8 +204,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         request = jobspec.code(args.code, extra)
     else:
         request = _script_or_module(args)
-    request.with_options(_options(args))
-    with _client(args) as client:
+    request.with_options(job_options(args))
+    with cli.client(args) as client:
         future = client.submit_job(request, device=args.device, attach=False)
         print(json.dumps({"job": future.job_id}) if args.json else future.job_id)
     return exitcodes.OK
@@ -275,7 +213,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_attach(args: argparse.Namespace) -> int:
     from .logview import View, follow_detachable
-    client = _client(args)
+    client = cli.client(args)
     try:
         return follow_detachable(client, args.job, View(), exit_with_job=True)
     finally:
@@ -283,7 +221,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with cli.client(args) as client:
         end = client.wait(args.job)
     if args.json:
         _dump(_end_json(end))
@@ -298,7 +236,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         view = logview.View(args.tail, logview.since(args.since) if args.since else None, args.timestamps)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    client = _client(args)
+    client = cli.client(args)
     try:
         if args.follow:
             return logview.follow_detachable(client, args.job, view, exit_with_job=False)
@@ -312,7 +250,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     mode = "kill" if args.force else "terminate" if args.terminate else "interrupt"
-    with _client(args) as client:
+    with cli.client(args) as client:
         job_id = client.resolve(args.job)  # say which job, when a prefix named it
         outcome = client.cancel(job_id, mode, interrupt_grace=args.interrupt_grace,
                                 terminate_grace=args.terminate_grace)

@@ -12,6 +12,9 @@ from ..client.events import ChildProgress, Event, Finished, Gap, Log, Output, Pr
 from ..client.group import GroupProgress
 
 
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "lost")
+
+
 class JobPrinter:
     """Writes a job's events to this process's stdout/stderr; a progress bar on a terminal."""
 

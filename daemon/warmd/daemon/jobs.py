@@ -98,7 +98,8 @@ class Job:
                file_bytes: int = 0) -> list:
         self.state = header["state"]
         self.finished = time.time()
-        self.payload = b""
+        if self.kind == "call":
+            self.payload = b""  # a code string stays, for restart
         self.files = ()
         self.modules = ()
         self.done_header = {"t": "done", "job": self.id, "worker_pid": self.worker_pid,
@@ -254,6 +255,11 @@ class JobTable:
             return None
         oldest = next(iter(self.finished.values()))
         return (oldest.finished or time.time()) + self.ttl
+
+    def forget(self, job: Job) -> None:
+        """Drop a finished job now, as eviction would."""
+        if job.id in self.finished:
+            self._drop(job)
 
     def _drop(self, job: Job) -> None:
         del self.finished[job.id]

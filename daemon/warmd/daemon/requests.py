@@ -11,10 +11,10 @@ import os
 from typing import Any, Protocol
 
 from .._version import __version__
-from ..protocol import (CLIENT_MESSAGES, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_INTERNAL, E_NO_WORKERS,
+from ..protocol import (CLIENT_MESSAGES, LOG_LEVELS, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_INTERNAL, E_NO_WORKERS,
                         E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode,
                         source_digest, source_frame)
-from . import fields, streams
+from . import fields, rerun, streams
 from .cancel import STAGES
 from .groups import Families
 from .handoff import Handoff, UnknownNeed
@@ -28,7 +28,6 @@ from .streams import Cursor
 log = logging.getLogger("warmd")
 
 JOB_KINDS = ("call", "script", "code", "module")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _CANDIDATES = 20  # jobs an ambiguous prefix lists
 
 
@@ -316,6 +315,35 @@ class Requests:
             # One reply, after the replay: the client knows it has everything when it arrives.
             streams.replay_to(conn, job, Cursor(), self.sup.output_location(job))
             conn.send({"t": "logs_end", "req": req, "job": job.id, "state": job.state})
+
+    def on_restart(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        job = self._job_or_error(conn, frame, req)
+        if job is None:
+            return
+        made = rerun.again(job, self.sup.jobs.new_id(), conn.pid, self.sup.replay_limit)
+        if isinstance(made, str):
+            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": made})
+            return
+        self.sup.submit(made)
+        conn.write(encode({"t": "accepted", "req": req, "job": made.id}))
+        self.sup.update_status()
+
+    def on_forget(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        gone, kept = [], {}
+        for ref in fields.texts(frame.header, "jobs"):
+            try:
+                job = self.sup.jobs.find(ref)
+            except AmbiguousJob as exc:
+                kept[ref] = f"the prefix matches {len(exc.jobs)} jobs"
+                continue
+            reason = "no such job" if job is None else rerun.kept_because(job)
+            if reason:
+                kept[ref] = reason
+            else:
+                self.sup.jobs.forget(job)
+                gone.append(job.id)
+        conn.send({"t": "forgotten", "req": req, "jobs": gone, "kept": kept})
+        self.sup.update_status()
 
     def on_cancel(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         job = self._job_or_error(conn, frame, req)

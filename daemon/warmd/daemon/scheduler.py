@@ -153,7 +153,8 @@ class Scheduler:
         job.state = RUNNING
         job.started = time.time()
         job.worker_pid = worker.pid
-        job.payload = b""  # kept until now: a held job goes back to the queue if its worker dies
+        if job.kind == "call":  # kept until now: a held job goes back to the queue if its worker dies
+            job.payload = b""  # (a code string stays: small, and restart runs it again)
         job.files = ()
         job.modules = ()
         self.handoff.started(job)
