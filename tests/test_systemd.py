@@ -35,6 +35,7 @@ from warmd.daemon.logs import StructuredJournalHandler
 from warmd.daemon.notify import Notifier
 from warmd.protocol import FrameReader, encode, hello
 
+import helpers_jobs
 from systemd_env import PrivateSystemd, Unavailable, check_available, wait_until, warmctl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -441,6 +442,42 @@ def test_units_pass_systemd_analyze_verify(private_systemd, tmp_path):
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert [line for line in output.splitlines() if "warmd" in line] == []
+
+
+def test_the_service_is_hardened_as_far_as_a_gpu_unit_allows(private_systemd):
+    sd = private_systemd
+    done = subprocess.run(["systemd-analyze", "security", "--user", "--offline=yes", "--no-pager",
+                           str(sd.unit_dir / "warmd.service")], env=sd.env, capture_output=True,
+                          text=True, timeout=60)
+    output = done.stdout + done.stderr
+    score = re.search(r"Overall exposure level for warmd.service: (\d+\.\d)", output)
+    assert score, output[-3000:]
+    assert float(score.group(1)) <= 6.5, output[-3000:]
+    unit = (sd.unit_dir / "warmd.service").read_text()
+    # What a GPU job needs stays open: its devices, run-time compiled code, the user's files.
+    for kept_out in ("PrivateDevices", "DevicePolicy", "MemoryDenyWriteExecute", "ProtectHome",
+                     "ProtectSystem", "ProtectClock"):
+        assert f"\n{kept_out}=" not in unit, kept_out
+
+
+def tcp_echo(data: bytes) -> bytes:
+    """A job that talks TCP over loopback (an AF_INET socket) and back."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with socket.create_connection(server.getsockname()) as out:
+            conn, _ = server.accept()
+            with conn:
+                out.sendall(data)
+                return conn.recv(len(data))
+
+
+def test_a_job_under_the_hardened_service_uses_processes_shared_memory_and_sockets(service):
+    with service.client() as client:
+        total, leftover, tracker = client.submit(helpers_jobs.shared_memory_and_pool, 20).result(timeout=60)
+        assert total == sum(abs(i) for i in range(-20, 20))
+        assert client.submit(tcp_echo, b"ping").result(timeout=60) == b"ping"
+        import numpy as np
+        sent = np.arange(1 << 20, dtype=np.float32)  # 4 MiB: in a sealed memfd, both ways
+        assert np.array_equal(client.submit(np.negative, sent).result(timeout=60), -sent)
 
 
 # ---------------------------------------------------------------- without systemd
