@@ -219,9 +219,9 @@ def anon_rss(pid: int) -> int:
 
 @pytest.mark.slow
 def test_two_hundred_cancel_cycles_leave_nothing_behind(make_daemon):
-    # Ten finished jobs kept, not a thousand: what kept jobs hold (about 9 KiB each, more
-    # on a loaded machine, where workers replaced after a kill report their warm-up) is
-    # bounded by design and would hide a leak, or pass the bound without one.
+    # Ten finished jobs kept, not a thousand: what kept jobs hold (about 9 KiB each here,
+    # more in a full test run) is bounded by design and would hide a leak, or pass the
+    # bound without one.
     d = make_daemon("[daemon]\nresult_max_jobs = 10\n[cancel]\ninterrupt_grace = 0.05\nterminate_grace = 0.05\n")
     kinds = [helpers_cancel.sleeper_with_child, helpers_cancel.stuck, helpers_cancel.cooperative]
     seen: list[int] = []
