@@ -230,18 +230,17 @@ def test_two_hundred_cancel_cycles_leave_nothing_behind(make_daemon):
         # A round of each kind first, so what the daemon loads on first use (modules for the
         # kill path, a replacement worker's bookkeeping) is in the baseline: a leak grows
         # with the cycles after it.
-        for i in range(15):
-            job = client.submit(kinds[i % 3])
-            seen += job_pids(job)
-            assert job.cancel(force=(i % 5 == 0)) is True
-        client.submit(helpers_cancel.quick, 0).result(timeout=30)
-        rss_before = anon_rss(d.pid)
-        for i in range(200):
-            job = client.submit(kinds[i % 3])
-            seen += job_pids(job)
-            assert job.cancel(force=(i % 5 == 0)) is True
-        client.submit(helpers_cancel.quick, 0).result(timeout=30)
-        rss_after = anon_rss(d.pid)
+        def cycles(n: int) -> int:
+            """Cancel ``n`` jobs of every kind, some by force; the daemon's memory after."""
+            for i in range(n):
+                job = client.submit(kinds[i % 3])
+                seen.extend(job_pids(job))
+                assert job.cancel(force=(i % 5 == 0)) is True
+            client.submit(helpers_cancel.quick, 0).result(timeout=30)
+            return anon_rss(d.pid)
+
+        rss_before = cycles(15)
+        rss_after = cycles(200)
         workers = {w["pid"] for w in client.status()["workers"]}
     strays = [p for p in set(seen) - workers if not gone([p])]
     assert strays == []
