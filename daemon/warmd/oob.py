@@ -156,8 +156,9 @@ def check(buffers: Any, files: Sequence[Descriptor], max_bytes: int = 0) -> int:
 
 def loads(payload: Any, buffers: list[list[int]] | None, files: Sequence[Descriptor] = (),
           load: Callable[..., Any] = pickle.loads) -> Any:
-    """Unpickle what ``dumps`` made, each buffer a private mapping of its (checked) file
-    (``load`` takes ``buffers=`` as pickle.loads does)."""
+    """Unpickle what ``dumps`` made, each buffer a private mapping of its file, checked first
+    (BadBuffers: see ``check``). ``load`` takes ``buffers=`` as pickle.loads does."""
+    check(buffers, files)
     if not buffers:
         return load(payload)
     return load(payload, buffers=[memfd.map_private(files[i], offset, size)

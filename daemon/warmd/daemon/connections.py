@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 from .. import fdpass
 from ..credentials import peer_credentials
 from ..errors import ProtocolError, VersionMismatch
-from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, RECV_SIZE, FrameReader, Wire, encode
+from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, FrameReader, Wire, encode
 from ..receiver import BufferedReceiver
 from .batch import WriteBatch
 from .jobs import ModuleCopy
@@ -207,7 +207,7 @@ class WorkerConnection(BufferedReceiver):
     def drain(self) -> None:
         """Handle now whatever the worker has already sent, ahead of the event loop."""
         sock = self.worker.sock
-        buffer = bytearray(RECV_SIZE)
+        buffer = self.get_buffer(-1)  # the connection's own: the loop is not reading now
         while self.transport is not None:
             try:
                 n, files = fdpass.recv_into(sock, buffer)

@@ -60,12 +60,13 @@ def texts(header: dict[str, Any], key: str) -> list[str]:
     return [_text(f"{key}[{i}]", item) for i, item in enumerate(value)]
 
 
-def buffers(header: dict[str, Any], files: tuple, max_bytes: int) -> tuple[list[list[int]], int]:
+def buffers(header: dict[str, Any], files: tuple, max_bytes: int) -> list[list[int]]:
     """The frame's buffer list, checked against the descriptors that came with it (see
-    ``warmd.oob.check``), and their bytes; absent means none."""
+    ``warmd.oob.check``); absent means none."""
     value = header.get("buffers")
     try:
-        return value or [], oob.check(value, files, max_bytes)
+        oob.check(value, files, max_bytes)
+        return value or []
     except oob.BadBuffers as exc:
         raise BadRequest(f"buffers: {exc}") from None
 

@@ -173,7 +173,7 @@ class Requests:
                "path": fields.text(h, "path", required=kind == "script", path=True),
                "module": fields.text(h, "module", required=kind == "module"),
                "name": fields.text(h, "name"), "paths": fields.texts(h, "paths"),
-               "buffers": fields.buffers(h, frame.files, sup.buffer_max)[0]}
+               "buffers": fields.buffers(h, frame.files, sup.buffer_max)}
         env, env_mode = fields.environment(h)
         if env is not None:
             run.update(env=env, env_mode=env_mode)

@@ -105,7 +105,6 @@ def _dispatch(frame: Frame, usercode: UserCode) -> Any:
             paths = header.get("paths") or []
             sys.path[:0] = [p for p in paths if p not in sys.path]
             buffers = header.get("buffers")
-            oob.check(buffers, frame.files)
             load = call_loader(usercode.results) if usercode.results else cloudpickle.loads
             fn, args, kwargs = oob.loads(payload, buffers, frame.files, load)
         except oob.BadBuffers as exc:
@@ -168,7 +167,6 @@ class _CallLoader(pickle.Unpickler):
                 raise JobLoadError(f"the result of job {job_id}, which this call takes, did not "
                                    "reach the worker (a bug in warmd)")
             data, buffers, files = self.results[job_id]
-            oob.check(buffers, files)
             self.values[job_id] = oob.loads(data, buffers, files, cloudpickle.loads) if data else None
         return self.values[job_id]
 
