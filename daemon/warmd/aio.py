@@ -19,7 +19,7 @@ from .client import jobspec
 from .client.aiogroup import AsyncJobGroup
 from .client.connect import connect, socket_path
 from .client.core import ClientCore, JobItem, cancel_fields, raise_for
-from .client.events import Event, Finished
+from .client.events import Event, Finished, output_text
 from .client.outcome import JobCancelled, result_of
 from .errors import DaemonUnavailable, WarmdError
 from .protocol import Frame
@@ -78,6 +78,10 @@ class AsyncJob:
     async def result(self) -> Any:
         """The job's return value, or the exception it raised (JobCancelled, JobLost...)."""
         return result_of(await self.wait())
+
+    def output(self, stream: str = "stdout") -> str:
+        """All text the job wrote to ``stream`` that this client received so far."""
+        return output_text(self._events, stream)
 
     async def cancel(self, force: bool = False, *, mode: str | None = None) -> bool:
         """Cancel the job and return once its processes are gone; False if it had finished."""

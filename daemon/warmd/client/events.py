@@ -97,6 +97,11 @@ class Gap:
                 f"{_mib(self.kept_bytes)} of a job's output for late and slow readers; {where}]")
 
 
+def output_text(events: "list[Event]", stream: str = "stdout") -> str:
+    """The text of the ``Output`` events of ``stream`` among ``events``, joined."""
+    return "".join(e.text for e in events if isinstance(e, Output) and e.stream == stream)
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 

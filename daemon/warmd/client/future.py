@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from ..errors import WarmdError
-from .events import Event, Finished, Output
+from .events import Event, Finished, output_text
 from .outcome import JobCancelled, result_of
 
 
@@ -82,7 +82,7 @@ class JobFuture(concurrent.futures.Future):
         """All text the job wrote to ``stream`` that this client received (a ``Gap`` event
         in ``events()`` marks output it missed by reading more slowly than the job wrote)."""
         with self._stream:
-            return "".join(e.text for e in self._events if isinstance(e, Output) and e.stream == stream)
+            return output_text(self._events, stream)
 
     # -- cancel
     def cancel(self, force: bool = False, *, mode: str | None = None) -> bool:

@@ -9,7 +9,7 @@ from collections import ChainMap
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .. import oob
+from .. import jobstdin, oob
 from ..codepaths import is_user_file, is_user_module
 from ..protocol import LOG_LEVELS, source_digest, source_frame
 from .refs import resolve
@@ -33,7 +33,10 @@ class JobOptions:
 
     ``env`` is the job's whole environment, as ``subprocess``'s ``env=`` is (variables
     that belong to the worker stay: see warmctl(1)); ``env_update`` sets variables on
-    top of the worker's own instead. ``timeout`` counts from the job's start.
+    top of the worker's own instead. ``timeout`` counts from the job's start. ``stdin``
+    (a descriptor number or a file object, open for reading) becomes the job's fd 0: the
+    job reads that pipe or file itself, to its EOF (see ``warmd.jobstdin``); without it a
+    job reads /dev/null.
     """
     name: str | None = None
     timeout: float | None = None
@@ -41,6 +44,7 @@ class JobOptions:
     log_level: str | None = None
     env: dict[str, str] | None = None
     env_update: dict[str, str] | None = None
+    stdin: Any = None
 
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -87,6 +91,9 @@ class JobRequest:
     def with_options(self, options: JobOptions) -> "JobRequest":
         """This request with ``options`` in its fields (and its name, if one is given)."""
         self.fields.update(options.fields())
+        if options.stdin is not None:  # after the buffers' memfds: the frame's last descriptor
+            self.files.append(jobstdin.descriptor(options.stdin))
+            self.fields["stdin"] = True
         if options.name is not None:
             self.name = str(options.name)
         return self

@@ -179,8 +179,9 @@ class Client(concurrent.futures.Executor):
                     device: int | None = None, **options: Any) -> JobFuture:
         """Like ``submit`` with the job's options spelled out: ``device`` pins a GPU;
         ``name``, ``timeout`` (seconds from its start; it is then cancelled and raises
-        ``warmd.JobTimedOut``), ``priority`` (higher starts first), ``log_level`` and
-        ``env`` (its whole environment) as ``warmd.client.jobspec.JobOptions`` says."""
+        ``warmd.JobTimedOut``), ``priority`` (higher starts first), ``log_level``, ``env``
+        (its whole environment) and ``stdin`` (a file it reads as its input) as
+        ``warmd.client.jobspec.JobOptions`` says."""
         request = self._core.call(fn, args, kwargs or {}, self._modules)
         return self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
 

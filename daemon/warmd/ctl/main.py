@@ -16,7 +16,7 @@ from ..errors import (AmbiguousJob, ConfigError, DaemonUnavailable, JobLost, Pro
                       RequestFailed, UnknownJob, UnsafePath, VersionMismatch, WarmdError)
 from . import cli, exitcodes, render
 from .cli import UsageError, count, seconds
-from .joboptions import add_job_options, job_options
+from .joboptions import add_job_options, add_stdin_option, job_options
 from .render import JOB_STATES
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,11 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb("exec", "run a code string on a warm worker and stream its output", json_flag=True)
     sp.add_argument("-c", dest="code", metavar="CODE", required=True, help="Python code to run")
     add_job_options(sp)
+    add_stdin_option(sp)
     sp.add_argument("args", nargs=argparse.REMAINDER, help="sys.argv[1:] for the code")
 
     sp = verb("run", "run a Python script on a warm worker and stream its output", json_flag=True)
     sp.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m MODULE")
     add_job_options(sp)
+    add_stdin_option(sp)
     sp.add_argument("script", nargs="?",
                     help="the script, directory or zip to run (as python SCRIPT ARGS...)")
     sp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")

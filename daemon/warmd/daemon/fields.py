@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .. import oob
+from .. import jobstdin, oob
 from ..config import MAX_INT, parse_seconds
 
 MAX_TEXT = 4096        # a name, a path, one argument
@@ -69,6 +69,18 @@ def buffers(header: dict[str, Any], files: tuple, max_bytes: int) -> list[list[i
         return value or []
     except oob.BadBuffers as exc:
         raise BadRequest(f"buffers: {exc}") from None
+
+
+def stdin(header: dict[str, Any], files: tuple) -> tuple[tuple, Any]:
+    """The frame's buffer descriptors, and the job's stdin if one came (see
+    ``warmd.jobstdin``), checked to be readable."""
+    try:
+        buffer_files, file = jobstdin.split(header, files)
+        if file is not None:
+            jobstdin.check(file.fd)
+    except jobstdin.BadStdin as exc:
+        raise BadRequest(str(exc)) from None
+    return tuple(buffer_files), file
 
 
 MAX_PRIORITY = 1_000_000

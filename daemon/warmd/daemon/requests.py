@@ -82,7 +82,8 @@ class Requests:
         if frame.files and kind != "submit":
             conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST,
                        "message": f"a {kind} request takes no descriptors, and {len(frame.files)} came "
-                                  "with it (they were closed): only a submit carries buffers"})
+                                  "with it (they were closed): only a submit carries them "
+                                  "(its buffers and stdin)"})
             return
         handler = getattr(self, f"on_{kind}")
         try:
@@ -169,11 +170,14 @@ class Requests:
         if not kind:
             raise BadRequest("kind is required (call, script, code or module)")
         # Everything the worker will act on is checked here: a bad value must not reach it.
+        buffer_files, stdin = fields.stdin(h, frame.files)
         run = {"kind": kind, "argv": fields.texts(h, "argv"), "cwd": fields.text(h, "cwd", path=True),
                "path": fields.text(h, "path", required=kind == "script", path=True),
                "module": fields.text(h, "module", required=kind == "module"),
                "name": fields.text(h, "name"), "paths": fields.texts(h, "paths"),
-               "buffers": fields.buffers(h, frame.files, sup.buffer_max)}
+               "buffers": fields.buffers(h, buffer_files, sup.buffer_max)}
+        if stdin is not None:
+            run["stdin"] = True  # the last of the job's descriptors, on its fd 0
         env, env_mode = fields.environment(h)
         if env is not None:
             run.update(env=env, env_mode=env_mode)

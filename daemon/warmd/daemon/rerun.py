@@ -16,7 +16,9 @@ def again(job: Job, new_id: str, client_pid: int | None, replay_limit: int) -> J
                 "restarted (a call's pickled arguments are not kept once it starts); submit it again")
     if not job.finished_state:
         return f"job {job.id} is {job.state}: wait for it to end, or cancel it, then restart it"
-    return Job(new_id, job.kind, job.name, dict(job.run_header), job.payload, client_pid, job.device,
+    # Its stdin was read (or is still held by whoever passed it): the new job reads /dev/null.
+    run = {key: value for key, value in job.run_header.items() if key != "stdin"}
+    return Job(new_id, job.kind, job.name, run, job.payload, client_pid, job.device,
                replay_limit=replay_limit, priority=job.priority, timeout=job.timeout)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import cloudpickle
 
 from ..codepaths import is_user_module
-from .. import oob
+from .. import jobstdin, oob
 from ..protocol import Frame
 from . import resultpickle
 from .usercode import UserCode
@@ -106,7 +106,8 @@ def _dispatch(frame: Frame, usercode: UserCode) -> Any:
             sys.path[:0] = [p for p in paths if p not in sys.path]
             buffers = header.get("buffers")
             load = call_loader(usercode.results) if usercode.results else cloudpickle.loads
-            fn, args, kwargs = oob.loads(payload, buffers, frame.files, load)
+            files = jobstdin.split(header, frame.files)[0]
+            fn, args, kwargs = oob.loads(payload, buffers, files, load)
         except oob.BadBuffers as exc:
             raise JobLoadError(f"the job's arrays did not arrive whole: {exc}") from None
         except Exception as exc:

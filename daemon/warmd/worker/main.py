@@ -25,7 +25,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .. import oob, proctree, runtime
+from .. import jobstdin, oob, proctree, runtime
 from ..channel import Channel
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame
 from . import execute
@@ -239,12 +239,15 @@ def run_job(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, fl
     if gpu is not None:
         gpu.job_started()
     outcome = None
+    stdin = jobstdin.OnFd0(jobstdin.split(header, frame.files)[1])  # the daemon checked it
     try:
+        stdin.enter()  # before the job is current: no cancel interrupts it
         context.current_job = header["job"]
         try:
             outcome = execute.run(frame, context.cancelled, usercode, limits)
         finally:
             context.current_job = None
+            stdin.restore()
     except KeyboardInterrupt:
         pass  # the cancel landed in our own bookkeeping: the job is cancelled all the same
     if outcome is None or (context.cancel_requested and outcome.state == "failed"):
