@@ -39,8 +39,8 @@ def _started(future) -> tuple[int, int]:
 def _wait_pool(client, workers: int = 2, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        ws = client.status()["workers"]
-        if sum(w["state"] == "idle" for w in ws) >= workers and len(ws) == workers:
+        ws = client.status().workers
+        if sum(w.state == "idle" for w in ws) >= workers and len(ws) == workers:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"pool did not refill: {ws}")

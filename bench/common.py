@@ -53,8 +53,12 @@ class Daemon(LocalDaemon):
         deadline = time.monotonic() + timeout
         with self.client() as client:
             while True:
-                ws = client.status()["workers"]
-                idle = [w["pid"] for w in ws if w["state"] == "idle"]
+                status = client.status()
+                if isinstance(status, dict):  # a warmd from before the typed Status (bench/ab.py BEFORE)
+                    ws = [(w["pid"], w["state"]) for w in status["workers"]]
+                else:
+                    ws = [(w.pid, w.state) for w in status.workers]
+                idle = [pid for pid, state in ws if state == "idle"]
                 if len(idle) >= workers and len(ws) == len(idle):
                     return idle
                 if time.monotonic() > deadline:

@@ -32,9 +32,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from warmd.testing import LocalDaemon
+
+if TYPE_CHECKING:
+    from warmd.client.info import Status
 
 BENCH = Path(__file__).resolve().parent
 MiB = 1024**2
@@ -140,13 +143,13 @@ class Daemon(LocalDaemon):
                          remove_root=True)
 
 
-def wait_warm(client: Any, timeout: float) -> dict[str, Any]:
+def wait_warm(client: Any, timeout: float) -> Status:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = client.status()
-        if status.get("warmup_error"):
-            raise RuntimeError(f"warm-up failed: {status['warmup_error']}")
-        if status["workers"] and all(w["state"] == "idle" for w in status["workers"]):
+        if status.warmup_error:
+            raise RuntimeError(f"warm-up failed: {status.warmup_error}")
+        if status.workers and all(w.state == "idle" for w in status.workers):
             return status
         time.sleep(0.1)
     raise RuntimeError("the worker did not warm up in time")
@@ -162,7 +165,7 @@ def warm_runs(policy: str, device: int, runs: int, size: int, sigma: float,
     try:
         with warmd.Client(daemon.socket, autostart=False) as client:
             status = wait_warm(client, min(300, budget.left()))
-            worker = status["workers"][0]
+            worker = status.workers[0]
             one_client, jobs = [], []
             for _ in range(runs):
                 if budget.left() < 20:
@@ -182,8 +185,8 @@ def warm_runs(policy: str, device: int, runs: int, size: int, sigma: float,
             new_client.append(time.perf_counter() - start)
     finally:
         daemon.stop()
-    return {"policy": policy, "warmup_seconds": worker["warmup_seconds"],
-            "warmup_steps": worker["warmup_steps"], "worker_gpu": worker.get("gpu", {}),
+    return {"policy": policy, "warmup_seconds": worker.warmup_seconds,
+            "warmup_steps": worker.warmup_steps, "worker_gpu": worker.extra.get("gpu", {}),
             "one_client": one_client, "new_client": new_client, "jobs": jobs}
 
 

@@ -390,7 +390,7 @@ def socket_activation(cfg, log) -> list[dict]:
                          s["p50"], "ms", min=s["min"], n=s["n"], note="systemd starts warmd.service"))
         # The service, idle under systemd with two warm workers: only the watchdog should wake it.
         with warmd.Client(sock, autostart=False) as client:
-            while sum(w["state"] == "idle" for w in client.status()["workers"]) < 2:
+            while sum(w.state == "idle" for w in client.status().workers) < 2:
                 time.sleep(0.05)
         pid = int(sd.show("warmd.service", "MainPID"))
         watchdog = _span(sd.show("warmd.service", "WatchdogUSec"))

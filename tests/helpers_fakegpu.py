@@ -5,6 +5,8 @@ import os
 import time
 from pathlib import Path
 
+from warmd.client.info import Status
+
 FAKE_CUPY = Path(__file__).resolve().parent / "fake_cupy"
 
 
@@ -20,12 +22,12 @@ def fake_gpu_daemon(make_daemon, config: str = "", devices: int = 1, memory: int
     return d.start()
 
 
-def wait_warm(client, count: int, timeout: float = 60) -> dict:
+def wait_warm(client, count: int, timeout: float = 60) -> Status:
     deadline = time.monotonic() + timeout
     while True:
         status = client.status()
-        warm = [w for w in status["workers"] if w["state"] in ("idle", "busy")]
-        if len(warm) >= count and not any(w["state"] == "warming" for w in status["workers"]):
+        warm = [w for w in status.workers if w.state in ("idle", "busy")]
+        if len(warm) >= count and not any(w.state == "warming" for w in status.workers):
             return status
         if time.monotonic() > deadline:
             raise AssertionError(f"workers did not warm: {status}")

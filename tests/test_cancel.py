@@ -13,6 +13,7 @@ import pytest
 
 import warmd
 from warmd.client.events import Output
+from warmd.client.info import WorkerInfo
 
 import helpers_cancel
 import helpers_jobs
@@ -34,14 +35,14 @@ def job_pids(future) -> list[int]:
 
 
 def warm_tokens(client) -> set[str]:
-    return {w["token"] for w in client.status()["workers"] if w["state"] in ("idle", "busy")}
+    return {w.token for w in client.status().workers if w.state in ("idle", "busy")}
 
 
-def wait_for_workers(client, count: int, deadline: float = 30.0) -> list[dict]:
+def wait_for_workers(client, count: int, deadline: float = 30.0) -> list[WorkerInfo]:
     """Workers warm up on their own schedule; the daemon pushes no event for it, so poll status."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        workers = [w for w in client.status()["workers"] if w["state"] in ("idle", "busy")]
+        workers = [w for w in client.status().workers if w.state in ("idle", "busy")]
         if len(workers) >= count:
             return workers
         time.sleep(0.05)
@@ -85,7 +86,7 @@ def test_cooperative_cancel_keeps_the_worker_warm(make_daemon):
     with d.client() as client:
         job = client.submit(helpers_cancel.sleeper_with_child)
         worker_pid, child = job_pids(job)
-        token = wait_for_workers(client, 1)[0]["token"]
+        token = wait_for_workers(client, 1)[0].token
         assert job.cancel() is True
         assert gone([child])
         assert psutil.pid_exists(worker_pid)
@@ -108,7 +109,7 @@ def test_stuck_job_is_killed_after_both_graces(make_daemon):
         assert job.finished.state == "cancelled"
         assert "SIGKILL" in job.finished.error["message"]
         workers = wait_for_workers(client, 2)
-        assert worker_pid not in {w["pid"] for w in workers}  # a replacement appeared
+        assert worker_pid not in {w.pid for w in workers}  # a replacement appeared
 
 
 def test_forced_cancel_goes_straight_to_sigkill(make_daemon):
@@ -241,7 +242,7 @@ def test_two_hundred_cancel_cycles_leave_nothing_behind(make_daemon):
 
         rss_before = cycles(15)
         rss_after = cycles(200)
-        workers = {w["pid"] for w in client.status()["workers"]}
+        workers = {w.pid for w in client.status().workers}
     strays = [p for p in set(seen) - workers if not gone([p])]
     assert strays == []
     children = {p.pid for p in psutil.Process(d.pid).children(recursive=True)}
@@ -255,8 +256,8 @@ def test_two_hundred_cancel_cycles_leave_nothing_behind(make_daemon):
 
 def held_by(client, job_id: str) -> int | None:
     """The worker pid holding a queued job, if a worker holds it."""
-    (summary,) = [j for j in client.jobs() if j["id"] == job_id]
-    return summary["worker_pid"] if summary["state"] == "queued" else None
+    (summary,) = [j for j in client.jobs() if j.id == job_id]
+    return summary.worker_pid if summary.state == "queued" else None
 
 
 def test_cancelling_the_running_job_spares_the_held_one(make_daemon):
@@ -345,7 +346,7 @@ def test_the_sweep_spares_the_interpreters_helpers_and_kills_the_jobs_processes(
             assert not psutil.pid_exists(leftover) or psutil.Process(leftover).status() == "zombie"
             trackers.add(tracker)
             stderr.append(future.output("stderr"))
-        workers = {w["pid"] for w in client.status()["workers"]}
+        workers = {w.pid for w in client.status().workers}
     assert len(workers) == 1  # one worker ran all twenty
     text = "".join(stderr)
     assert "resource_tracker" not in text and "KeyError" not in text, text

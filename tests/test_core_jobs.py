@@ -173,7 +173,7 @@ def test_two_clients_with_different_versions_of_one_module_share_a_worker(make_d
             proc.stdin.close()
             proc.wait(timeout=30)
     with d.client() as client:
-        assert len(client.status()["workers"]) == 1
+        assert len(client.status().workers) == 1
 
 
 def test_script_imports_fresh_sibling_module(daemon, tmp_path):
@@ -221,7 +221,7 @@ def test_a_job_cannot_spoil_the_worker_for_the_next(make_daemon):
                 break
         assert "env None" in text          # environment restored, fd 1 and sys.stdout work again
         assert after.cancel() is True      # SIGINT interrupts again: the handler was restored
-        assert after.finished.worker_pid == client.status()["workers"][0]["pid"]  # stayed warm
+        assert after.finished.worker_pid == client.status().workers[0].pid  # stayed warm
 
 
 def test_a_warm_up_that_hangs_fails_loudly(make_daemon):
@@ -240,8 +240,8 @@ def test_a_warm_up_that_hangs_fails_loudly(make_daemon):
     assert "did not finish within 2 s" in str(failed.value) + future.finished.error["message"]
     assert "workers.warmup_timeout" in future.finished.error["message"]
     # The daemon backs off instead of starting worker after worker, and says why.
-    assert "did not finish within 2 s (at hook helpers_jobs:hang)" in status["warmup_error"]
-    assert status["warmup_retry_in"] is not None
+    assert "did not finish within 2 s (at hook helpers_jobs:hang)" in status.warmup_error
+    assert status.warmup_retry_in is not None
     assert "retrying in 1 s" in d.log_text()
     run = d.warmctl("exec", "-c", "print('never')")
     # Refused while the daemon backs off (70), or failed by the next worker's timeout (1).

@@ -142,5 +142,5 @@ def test_the_async_client_takes_the_same_options(daemon):
     value, code, job_id = asyncio.run(asyncio.wait_for(main(), 60))
     assert (value, code) == ("async", None)
     with daemon.client() as client:
-        (job,) = [j for j in client.jobs() if j["id"] == job_id]
-    assert job["name"] == "probe" and job["priority"] == 3
+        (job,) = [j for j in client.jobs() if j.id == job_id]
+    assert job.name == "probe" and job.priority == 3

@@ -108,10 +108,10 @@ def test_descriptors_of_results_close_when_the_results_expire(make_daemon):
         # The expiry timer drops them: poll the daemon's job list for it.
         pause = threading.Event()
         for _ in range(600):
-            if not {job["id"] for job in client.jobs()} & set(ids):
+            if not {job.id for job in client.jobs()} & set(ids):
                 break
             pause.wait(0.05)
-        assert not {job["id"] for job in client.jobs()} & set(ids)
+        assert not {job.id for job in client.jobs()} & set(ids)
         assert fds(d.pid) == before
 
 

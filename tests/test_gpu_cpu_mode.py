@@ -126,10 +126,10 @@ def test_cpu_status_reports_zero_devices(make_daemon):
         done = client.submit(where_am_i)
         done.result(timeout=30)
         info = done.finished.info
-    assert status["devices"] == [] and status["capacity"]["mode"] == "cpu"
-    assert "(CPU)" in status["summary"]
-    assert all(w["device"] is None and "gpu" not in w for w in status["workers"])
-    assert not any(s["step"].startswith("gpu") for w in status["workers"] for s in w["warmup_steps"])
+    assert status.devices == [] and status.capacity["mode"] == "cpu"
+    assert "(CPU)" in status.summary
+    assert all(w.device is None and "gpu" not in w.extra for w in status.workers)
+    assert not any(s["step"].startswith("gpu") for w in status.workers for s in w.warmup_steps)
     assert info["device"] is None and "gpu" not in info
     r = d.warmctl("status", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["devices"] == []
@@ -149,7 +149,7 @@ def test_without_cupy_all_means_cpu_mode_and_no_probe_runs(monkeypatch, make_dae
     assert inventory.plan_devices("all") == []
     d = make_daemon("")  # the default, workers.devices = "all"
     with d.client() as client:
-        assert wait_warm(client, 1)["devices"] == []
+        assert wait_warm(client, 1).devices == []
     assert "running in CPU mode: cupy is not installed" in d.log_text()
 
 
@@ -234,14 +234,14 @@ def test_workers_are_pinned_one_per_device_and_status_shows_them(make_daemon):
         on1 = client.submit_call(physical_device, device=1).result(timeout=30)
         on0 = client.submit_call(physical_device, device=0).result(timeout=30)
         anywhere = client.submit(where_am_i).result(timeout=30)
-    assert [x["index"] for x in status["devices"]] == [0, 1]
-    assert status["capacity"]["mode"] == "gpu" and "(GPU0, GPU1)" in status["summary"]
-    assert sorted(w["device"] for w in status["workers"]) == [0, 1]
-    for w in status["workers"]:
-        steps = [s["step"] for s in w["warmup_steps"]]
+    assert [x["index"] for x in status.devices] == [0, 1]
+    assert status.capacity["mode"] == "gpu" and "(GPU0, GPU1)" in status.summary
+    assert sorted(w.device for w in status.workers) == [0, 1]
+    for w in status.workers:
+        steps = [s["step"] for s in w.warmup_steps]
         assert steps[:4] == ["gpu import cupy", "gpu create context", "gpu memory limit",
                              "gpu first kernel"]
-        assert w["gpu"]["device"] == w["device"] and w["gpu"]["policy"] == "keep"
+        assert w.extra["gpu"]["device"] == w.device and w.extra["gpu"]["policy"] == "keep"
     # each worker sees exactly one device: the one it is pinned to, as its device 0
     assert on1["device"] == 1 and on1["pci"] == 1 and on1["count"] == 1
     assert on0["device"] == 0 and on0["pci"] == 0 and on0["count"] == 1
@@ -384,7 +384,7 @@ def test_memory_limit_caps_the_pool(make_daemon):
         with pytest.raises(Exception, match="OutOfMemoryError: Out of memory"):
             too_big.result(timeout=30)
         assert client.submit(allocate, 8 * MiB).result(timeout=30)
-    gpu = status["workers"][0]["gpu"]
+    gpu = status.workers[0].extra["gpu"]
     assert gpu["memory_limit"] == 16 * MiB and gpu["memory_limit_setting"] == 0.25
     assert too_big.finished.info["gpu"]["action"] == "kept"  # out of memory is no CUDA fault
 
@@ -393,13 +393,13 @@ def test_a_device_that_fails_its_first_kernel_fails_warm_up_clearly(make_daemon)
     d = fake_gpu_daemon(make_daemon, "[workers]\nspares = 0\n", FAKE_CUPY_BROKEN="1")
     with d.client() as client:
         deadline = time.monotonic() + 30
-        while not client.status()["warmup_error"] and time.monotonic() < deadline:
+        while not client.status().warmup_error and time.monotonic() < deadline:
             time.sleep(0.05)
         status = client.status()
         with pytest.raises(Exception, match="gpu first kernel"):
             client.submit(where_am_i).result(timeout=30)
-    assert "warm-up failed at gpu first kernel" in status["warmup_error"]
-    assert "the device computed" in status["warmup_error"]
+    assert "warm-up failed at gpu first kernel" in status.warmup_error
+    assert "the device computed" in status.warmup_error
 
 
 def test_cuda_errors_are_told_from_other_errors_by_name_and_cause():

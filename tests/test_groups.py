@@ -13,6 +13,7 @@ import warmd
 from helpers_fakegpu import fake_gpu_daemon, wait_warm
 from helpers_procs import gone
 from warmd.client.events import ChildProgress
+from warmd.client.info import JobInfo
 from warmd.errors import RemoteError, RequestFailed
 
 FOUR = "[workers]\ncount = 4\nspares = 0\n"
@@ -22,14 +23,14 @@ ONE_NO_EXTRA = "[workers]\ncount = 1\nspares = 0\nmax_extra = 0\n"
 HANG = 120  # seconds: a run that takes this long is hung, and the test fails
 
 
-def below(client, job_id: str) -> list[dict]:
+def below(client, job_id: str) -> list[JobInfo]:
     """Every job listed under ``job_id`` (children, and the jobs of its groups)."""
     listed = client.jobs()
     out, frontier = [], {job_id}
     while frontier:
-        step = [j for j in listed if (j["group"] or j["parent"]) in frontier]
+        step = [j for j in listed if (j.group or j.parent) in frontier]
         out += step
-        frontier = {j["id"] for j in step}
+        frontier = {j.id for j in step}
     return out
 
 
@@ -50,28 +51,28 @@ def sleeping_pids(events, count: int) -> set[int]:
 def test_a_parent_maps_16_children_over_4_warm_workers_in_order(make_daemon):
     d = make_daemon(FOUR)
     with d.client() as client:
-        warm = {w["pid"] for w in wait_warm(client, 4)["workers"]}
+        warm = {w.pid for w in wait_warm(client, 4).workers}
         parent = client.submit(jobs.plate, 16)
         results = parent.result(timeout=HANG)
         assert [i for i, _ in results] == list(range(16))
         pids = [p for _, p in results]
-        workers = {w["pid"]: w for w in client.status()["workers"]}
+        workers = {w.pid: w for w in client.status().workers}
         children = below(client, parent.job_id)
     assert parent.finished.worker_pid in warm
     assert parent.finished.worker_pid not in pids  # it held its worker while it waited
     assert set(pids) <= set(workers) and len(set(pids)) < len(pids)  # warm workers, reused
-    assert sum(w["jobs_run"] for w in workers.values()) == 17
-    groups = [j for j in children if j["kind"] == "group"]
-    wells = [j for j in children if j["kind"] == "call"]
-    assert len(groups) == 1 and groups[0]["parent"] == parent.job_id and groups[0]["state"] == "succeeded"
-    assert len(wells) == 16 and {j["group"] for j in wells} == {groups[0]["id"]}
-    assert {j["parent"] for j in wells} == {parent.job_id}
+    assert sum(w.jobs_run for w in workers.values()) == 17
+    groups = [j for j in children if j.kind == "group"]
+    wells = [j for j in children if j.kind == "call"]
+    assert len(groups) == 1 and groups[0].parent == parent.job_id and groups[0].state == "succeeded"
+    assert len(wells) == 16 and {j.group for j in wells} == {groups[0].id}
+    assert {j.parent for j in wells} == {parent.job_id}
 
 
 def test_cancelling_a_parent_mid_map_cancels_its_children_and_their_processes(make_daemon):
     d = make_daemon(FOUR)
     with d.client() as client:
-        warm = {w["pid"] for w in wait_warm(client, 4)["workers"]}
+        warm = {w.pid for w in wait_warm(client, 4).workers}
         parent = client.submit(jobs.plate_of_sleepers, 12)
         pids = sleeping_pids(parent.events(), 3)
         assert client.cancel(parent.job_id) == "cancelled"
@@ -79,9 +80,9 @@ def test_cancelling_a_parent_mid_map_cancels_its_children_and_their_processes(ma
         children = below(client, parent.job_id)
         assert gone(pids), [p for p in pids if psutil.pid_exists(p)]
         assert parent.finished.state == "cancelled"
-        assert {j["state"] for j in children} == {"cancelled"}
-        never_ran = [j for j in children if j["kind"] == "call" and j["started"] is None]
-        assert never_ran and all(j["worker_pid"] is None for j in never_ran)
+        assert {j.state for j in children} == {"cancelled"}
+        never_ran = [j for j in children if j.kind == "call" and j.started is None]
+        assert never_ran and all(j.worker_pid is None for j in never_ran)
         # The workers were interrupted, not killed: the next run finds them warm.
         assert client.submit(jobs.pid_of_self).result(timeout=HANG) in warm
 
@@ -92,8 +93,8 @@ def test_a_parent_that_raises_gets_its_running_children_cancelled(make_daemon):
         parent = client.submit(jobs.raise_while_children_run, 6)
         with pytest.raises(RuntimeError, match="the parent failed"):
             parent.result(timeout=HANG)
-        children = [j for j in below(client, parent.job_id) if j["kind"] == "call"]
-        ends = [client.wait(j["id"]) for j in children]
+        children = [j for j in below(client, parent.job_id) if j.kind == "call"]
+        ends = [client.wait(j.id) for j in children]
         pids = {e.fields["grandchild"] for e in parent.events()
                 if isinstance(e, ChildProgress) and e.fields.get("grandchild")}
     assert len(children) == 6 and {e.state for e in ends} == {"cancelled"}
@@ -110,7 +111,7 @@ def test_two_runs_fanning_out_over_two_workers_both_finish(make_daemon):
         assert not pending, "a run hung: parents filled the pool"
         assert [[i for i, _ in r.result()] for r in runs] == [list(range(8))] * 2
         status = client.status()
-    assert status["capacity"]["extra"] >= 0
+    assert status.capacity["extra"] >= 0
 
 
 def test_a_single_worker_runs_the_children_of_the_job_it_holds(make_daemon):
@@ -158,15 +159,15 @@ def test_a_front_end_group_submits_maps_rolls_up_and_waits(make_daemon):
             rest = list(run.map(jobs.well, range(1, 6)))
         end = run.wait()
         progress = run.progress
-        listed = {j["id"]: j for j in client.jobs()}
+        listed = {j.id: j for j in client.jobs()}
     assert first.result()[0] == 0 and [i for i, _ in rest] == [1, 2, 3, 4, 5]
     assert end.state == "succeeded" and end.info["jobs"] == 6
     assert (progress.done, progress.total, progress.fraction) == (6, 6, 1.0)
     assert {c.fields["phase"] for c in progress.jobs.values()} == {"done"}
     group = listed[run.job_id]
-    assert group["kind"] == "group" and group["name"] == "plate" and group["parent"] is None
-    assert group["children"] == {"done": 6, "total": 6}
-    assert listed[first.job_id]["group"] == run.job_id
+    assert group.kind == "group" and group.name == "plate" and group.parent is None
+    assert group.children == {"done": 6, "total": 6}
+    assert listed[first.job_id].group == run.job_id
 
 
 def test_a_failing_child_does_not_cancel_its_siblings_but_map_raises_at_it(make_daemon):
@@ -195,7 +196,7 @@ def test_cancelling_a_group_with_warmctl_returns_once_its_processes_are_gone(mak
         assert r.returncode == 0, r.stderr
         assert gone(pids)
         assert run.wait(timeout=HANG).state == "cancelled"
-        assert {j["state"] for j in below(client, run.job_id)} == {"cancelled"}
+        assert {j.state for j in below(client, run.job_id)} == {"cancelled"}
 
 
 def test_warmctl_jobs_shows_children_under_their_parent(make_daemon):

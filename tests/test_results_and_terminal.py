@@ -46,7 +46,7 @@ def test_finished_results_are_bounded(make_daemon):
     with d.client() as client:
         futures = [client.submit(helpers_jobs.add, i, 0) for i in range(6)]
         assert [f.result(timeout=30) for f in futures] == list(range(6))
-        kept = {j["id"] for j in client.jobs()}
+        kept = {j.id for j in client.jobs()}
         assert len(kept) == 3
         assert {f.job_id for f in futures[-3:]} == kept
         with pytest.raises(warmd.UnknownJob, match="expired"):

@@ -180,7 +180,7 @@ def test_payload_that_fails_to_unpickle_in_the_worker(daemon):
         assert "no_such_module_xyz" in str(info.value)
         worker = future.finished.worker_pid
         again = client.submit(helpers_jobs.pid)
-        assert again.result(timeout=30) in {w["pid"] for w in client.status()["workers"]}
+        assert again.result(timeout=30) in {w.pid for w in client.status().workers}
     assert worker
 
 
@@ -261,8 +261,8 @@ def test_failing_warmup_is_reported_and_not_respawned_in_a_loop(make_daemon):
             while True:
                 client.submit(helpers_jobs.add, 1, 2).result(timeout=30)
         status = client.status()
-    assert "no_such_hook" in status["warmup_error"]
-    assert "warm-up failing" in status["summary"]
+    assert "no_such_hook" in status.warmup_error
+    assert "warm-up failing" in status.summary
     assert "retrying in" in d.log_text()
     r = d.warmctl("status")
     assert "warm-up failing" in r.stdout
@@ -306,9 +306,9 @@ def test_jobs_and_results_over_the_frame_limit_are_clear_errors(make_daemon):
             client.submit(len, b"x" * (2 * 1024 * 1024))
         with pytest.raises(warmd.RemoteError, match="daemon.max_frame"):
             client.submit(_big, 2 * 1024 * 1024).result(timeout=30)
-        worker_pids = {w["pid"] for w in client.status()["workers"]}
+        worker_pids = {w.pid for w in client.status().workers}
         assert len(client.submit(_big, 1000).result(timeout=30)) == 1000
-        assert worker_pids == {w["pid"] for w in client.status()["workers"]}  # nobody was killed
+        assert worker_pids == {w.pid for w in client.status().workers}  # nobody was killed
 
 
 def test_named_config_files_must_exist_and_sizes_take_every_unit(tmp_path):

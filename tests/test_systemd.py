@@ -7,6 +7,7 @@ unit files, install-units and the notify/journal/ledger pieces without systemd.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import os
@@ -114,8 +115,8 @@ class Service:
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    def client(self) -> warmd.Client:
-        return warmd.Client(self.socket, autostart=False)
+    def client(self, **kwargs) -> warmd.Client:
+        return warmd.Client(self.socket, autostart=False, **kwargs)
 
 
 @pytest.fixture
@@ -267,7 +268,8 @@ def test_stop_leaves_no_process_of_the_service_alive(service):
         print("children started", flush=True)
         time.sleep(300)
         """)
-    with service.client() as client:
+    # Not reconnecting: a client that did would start the service again through its socket.
+    with service.client(reconnect=False) as client:
         future = client.run_code(code)
         _wait_for_output(future, "children started")
         main_pid = service.main_pid()
@@ -388,6 +390,33 @@ def test_idle_exit_then_the_next_connection_starts_it_again(service):
     assert sd.show("warmd.service", "ExecMainStatus") == "0"
     assert service.restarts() == restarts  # exit 0: a stop, not a failure to restart from
     assert service.ping()["started_by"] == "systemd"
+
+
+@pytest.mark.systemd
+def test_a_client_and_its_watch_carry_on_across_a_service_restart(service):
+    """Socket activation keeps the socket: the client reconnects to the new daemon, its
+    followed job ends as the restart ended it, its watch resyncs, and it submits again."""
+    from warmd.client.watch import Disconnected, Reconnected, Snapshot
+    with service.client() as client:
+        events = client.watch()
+        assert isinstance(next(events), Snapshot)
+        future = client.run_code("import time\nprint('running', flush=True)\ntime.sleep(300)")
+        _wait_for_output(future, "running")
+        first = service.main_pid()
+        service.sd.systemctl("restart", "warmd.service")
+        seen = []
+        for event in events:
+            seen.append(event)
+            if isinstance(event, Snapshot) and event.resync:
+                break
+        with pytest.raises(concurrent.futures.CancelledError):
+            future.result(timeout=60)  # a stopping daemon cancels what runs
+        assert client.submit(sum, [4, 5]).result(timeout=60) == 9
+        assert client.daemon_info["pid"] == service.main_pid() != first
+    gone = next(e for e in seen if isinstance(e, Disconnected))
+    back = next(e for e in seen if isinstance(e, Reconnected))
+    assert gone.reconnecting and back.pid == service.main_pid()
+    assert seen[-1].status.daemon["started_by"] == "systemd"
 
 
 @pytest.fixture

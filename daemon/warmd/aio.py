@@ -17,10 +17,14 @@ from typing import Any, Callable
 
 from .client import jobspec
 from .client.aiogroup import AsyncJobGroup
+from .client.asyncjob import AsyncJob
 from .client.connect import connect, socket_path
-from .client.core import ClientCore, JobItem, cancel_fields, raise_for
-from .client.events import Event, Finished, output_text
-from .client.outcome import JobCancelled, result_of
+from .client.core import ClientCore, JobItem, Reply, WatchItem, cancel_fields, job_rows, raise_for, status_of
+from .client.events import Event, Finished
+from .client.info import JobInfo, Status
+from .client import reconnect as reconnects
+from .client.watch import WatchEvent, WatchFeed
+from .client.outcome import JobCancelled
 from .errors import DaemonUnavailable, WarmdError
 from .protocol import Frame
 from .receiver import BufferedReceiver
@@ -29,93 +33,17 @@ from .unixtransport import UnixTransport
 __all__ = ["AsyncClient", "AsyncJob", "AsyncJobGroup", "JobCancelled"]
 
 
-class AsyncJob:
-    """One job: its id, its events, its result, and cancel."""
-
-    def __init__(self, client: "AsyncClient", job_id: str) -> None:
-        self.client = client
-        self.id = job_id
-        self._events: list[Event] = []
-        self._last_seq = 0
-        self._end: Finished | None = None
-        self._error: BaseException | None = None
-        self._changed = asyncio.Event()
-
-    @property
-    def job_id(self) -> str:
-        return self.id
-
-    def __warmd_ref__(self) -> str:
-        return self.id  # passed to another job, this job stands for its result
-
-    @property
-    def finished(self) -> Finished | None:
-        return self._end
-
-    def done(self) -> bool:
-        return self._end is not None or self._error is not None
-
-    async def events(self) -> AsyncIterator[Event]:
-        """Every event of the job from its first, live, until the job ends."""
-        i = 0
-        while True:
-            while i < len(self._events):
-                yield self._events[i]
-                i += 1
-            if self.done():
-                return
-            self._changed.clear()
-            await self._changed.wait()
-
-    async def wait(self) -> Finished:
-        while not self.done():
-            self._changed.clear()
-            await self._changed.wait()
-        if self._error is not None:
-            raise self._error
-        return self._end
-
-    async def result(self) -> Any:
-        """The job's return value, or the exception it raised (JobCancelled, JobLost...)."""
-        return result_of(await self.wait())
-
-    def output(self, stream: str = "stdout") -> str:
-        """All text the job wrote to ``stream`` that this client received so far."""
-        return output_text(self._events, stream)
-
-    async def cancel(self, force: bool = False, *, mode: str | None = None) -> bool:
-        """Cancel the job and return once its processes are gone; False if it had finished."""
-        if self.done():
-            return self._end is not None and self._end.state == "cancelled"
-        outcome = await self.client.cancel(self.id, mode=mode or ("kill" if force else "interrupt"))
-        if outcome in ("cancelled", "removed_from_queue"):
-            end = await self.wait()
-            return end.state == "cancelled"
-        return False
-
-    def _add(self, item: Event | Finished) -> None:
-        if isinstance(item, Finished):
-            if self._end is None:
-                self._end = item
-        elif item.seq > self._last_seq:
-            self._last_seq = item.seq
-            self._events.append(item)
-        self._changed.set()
-
-    def _fail(self, exc: BaseException) -> None:
-        self._error = exc
-        self._changed.set()
-
-
 class _Connection(BufferedReceiver):
     def __init__(self, client: "AsyncClient") -> None:
         self.client = client
 
     def received(self, data: memoryview, files: list) -> None:
-        self.client._received(data, files)
+        if self.client._connection is self:
+            self.client._received(data, files)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.client._lost(exc)
+        if self.client._connection is self:  # not one replaced by a reconnect
+            self.client._lost(exc)
 
 
 class AsyncClient:
@@ -123,11 +51,16 @@ class AsyncClient:
 
     def __init__(self, socket: str | os.PathLike | None = None, autostart: bool = True, *,
                  device: int | None = None, name: str = "asyncio",
-                 daemon_args: list[str] | None = None) -> None:
+                 daemon_args: list[str] | None = None, reconnect: bool | float = True) -> None:
         self.socket_path = socket_path(socket)
         self.autostart = autostart
         self.device = device
         self.daemon_args = daemon_args
+        self._name = name
+        self._reconnect_for = reconnects.window(reconnect)
+        self._online: asyncio.Event | None = None     # clear while connecting again
+        self._reattaching: dict[int, str] = {}        # req -> job re-attached after a reconnect
+        self._connection: _Connection | None = None
         self._core = ClientCore(name)
         self._modules = jobspec.UserModules()
         self._transport: asyncio.Transport | None = None
@@ -137,17 +70,55 @@ class AsyncClient:
         self._accepted: dict[int, AsyncJob] = {}  # req -> job made when its reply was routed
         self._broken: BaseException | None = None
         self._closing = False
+        self._feed: WatchFeed | None = None      # this connection's watch, once asked for
+        self._watching: asyncio.Future | None = None
 
     async def connect(self) -> "AsyncClient":
+        self._online = asyncio.Event()
+        await self._open()
+        self._online.set()
+        return self
+
+    async def _open(self) -> None:
+        """A new connection, greeted (starting a daemon if allowed and needed)."""
         loop = asyncio.get_running_loop()
         # Connecting may start a daemon (a blocking wait on its ready pipe): keep it off the loop.
         sock = await asyncio.to_thread(connect, self.socket_path, self.autostart, self.daemon_args)
-        self._welcome = loop.create_future()
-        self._transport = UnixTransport(loop, sock, _Connection(self))
+        self._core, self._welcome = ClientCore(self._name), loop.create_future()
+        self._connection = _Connection(self)
+        self._transport = UnixTransport(loop, sock, self._connection)
         self._transport.write(self._core.greeting())
-        await self._welcome
+        try:
+            await self._welcome
+        except BaseException:
+            self._connection = None
+            self._transport.close()
+            raise
         self._modules.warm_packages = frozenset(self._core.welcome.get("warm_packages", ()))
-        return self
+
+    async def _reconnect(self, error: BaseException) -> None:
+        """Connect again and pick up what this client follows (see warmd.client.reconnect)."""
+        for delay in reconnects.delays(self._reconnect_for):
+            await asyncio.sleep(delay)
+            if self._closing:
+                break
+            try:
+                await self._open()
+            except (OSError, DaemonUnavailable):
+                continue
+            except WarmdError:
+                break  # a daemon that refuses us (another version, a bad config)
+            if self._feed is not None:
+                self._feed.reconnected(self._core.welcome.get("pid"))
+            self._online.set()
+            for job_id, jobs in self._jobs.items():  # the rest of their streams, or JobLost
+                req, data = self._core.request("attach", job=job_id, since=reconnects.since(jobs))
+                self._reattaching[req] = job_id
+                self._write(data)
+            if self._feed is not None:
+                self._write(self._core.request("watch")[1])
+            return
+        self._fail_all(error)
 
     async def __aenter__(self) -> "AsyncClient":
         return await self.connect()
@@ -166,14 +137,20 @@ class AsyncClient:
         try:
             deliveries = self._core.receive_data(data, files)
         except BaseException as exc:
+            transport = self._transport
             self._lost(exc)
-            if self._transport is not None:
-                self._transport.close()
+            if transport is not None:
+                transport.close()
             return
         if self._core.welcome is not None and self._welcome is not None and not self._welcome.done():
             self._welcome.set_result(self._core.welcome)
         for delivery in deliveries:
-            if isinstance(delivery, JobItem):
+            if isinstance(delivery, Reply) and delivery.req in self._reattaching:
+                self._reattached(self._reattaching.pop(delivery.req), delivery.frame)
+            elif isinstance(delivery, WatchItem):
+                if self._feed is not None:
+                    self._feed.received(delivery.frame)
+            elif isinstance(delivery, JobItem):
                 jobs = self._jobs.get(delivery.job, [])
                 if isinstance(delivery.item, Finished):
                     self._jobs.pop(delivery.job, None)
@@ -182,22 +159,51 @@ class AsyncClient:
             else:
                 waiter = self._requests.pop(delivery.req, None)
                 frame = delivery.frame
-                if frame.type in ("accepted", "attached", "group"):
+                if frame.type in ("accepted", "attached", "group", "waiting"):
                     # Follow the job now, by the id the daemon gives (the request may have named
                     # a prefix): its first events may be in this same read.
                     self._accepted[delivery.req] = self._follow(AsyncJob(self, frame.header["job"]))
                 if waiter is not None and not waiter.done():
                     waiter.set_result(frame)
 
+    def _reattached(self, job_id: str, frame: Frame) -> None:
+        if frame.type == "error":  # the daemon now on the socket does not know it
+            lost = reconnects.unknown_after_reconnect(job_id, self._core.welcome.get("pid"))
+            for job in self._jobs.pop(job_id, []):
+                job._fail(lost)
+
     def _lost(self, exc: BaseException | None) -> None:
         error = exc if isinstance(exc, WarmdError) else self._core.eof()
-        self._broken = error
+        self._connection, self._transport = None, None
         if self._welcome is not None and not self._welcome.done():
-            self._welcome.set_exception(error)
+            self._welcome.set_exception(error)  # the handshake failed: connect() or _open() raises
+            if self._online is not None and not self._online.is_set():
+                return  # an attempt of a reconnect, which goes on
+        welcomed = self._welcome is not None and self._welcome.done() and not self._welcome.exception()
+        if (welcomed and not self._closing and self._reconnect_for and reconnects.worth_it(error)
+                and self._online is not None):
+            self._online.clear()
+            for waiter in self._requests.values():  # their fate is not known
+                if not waiter.done():
+                    waiter.set_exception(error)
+            self._requests.clear()
+            self._reattaching.clear()
+            if self._feed is not None:
+                self._feed.disconnected(error, reconnecting=True)
+            asyncio.ensure_future(self._reconnect(error))
+            return
+        self._fail_all(error)
+
+    def _fail_all(self, error: BaseException) -> None:
+        self._broken = error
+        if self._online is not None:
+            self._online.set()  # callers waiting for a reconnect see the error
         for waiter in self._requests.values():
             if not waiter.done():
                 waiter.set_exception(error)
         self._requests.clear()
+        if self._feed is not None:
+            self._feed.disconnected(error)
         for job_id, jobs in self._jobs.items():
             why = self._core.followed_job_error(job_id, error, self._closing)
             for job in jobs:
@@ -209,6 +215,11 @@ class AsyncClient:
         return await self._call_with(lambda: self._core.request(message, payload, **fields))
 
     async def _call_with(self, encode: Callable[[], tuple[int, list]]) -> Frame:
+        if self._online is not None and not self._online.is_set():
+            try:  # connecting again: this goes to the new daemon
+                await asyncio.wait_for(self._online.wait(), self._reconnect_for)
+            except asyncio.TimeoutError:
+                pass
         if self._broken is not None:
             raise self._broken
         if self._transport is None:
@@ -216,13 +227,23 @@ class AsyncClient:
         req, data = encode()
         waiter = asyncio.get_running_loop().create_future()
         self._requests[req] = waiter
+        self._write(data)
+        return raise_for(await waiter)
+
+    def _write(self, data: list) -> None:
         for piece in data:  # a large payload as its own piece, not joined to its header
             self._transport.write(piece)
-        return raise_for(await waiter)
 
     def _follow(self, job: AsyncJob) -> AsyncJob:
         self._jobs.setdefault(job.id, []).append(job)
         return job
+
+    def _unfollow(self, job: AsyncJob) -> None:
+        jobs = self._jobs.get(job.id, [])
+        if job in jobs:
+            jobs.remove(job)
+        if not jobs:
+            self._jobs.pop(job.id, None)
 
     async def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncJob:
         """Run ``fn(*args, **kwargs)`` on a warm worker; returns once the daemon accepted it."""
@@ -277,6 +298,11 @@ class AsyncClient:
         frame = await self._call("attach", job=job_id)
         return self._accepted.pop(frame.header["req"])
 
+    async def detach(self, job_id: str) -> None:
+        """See ``warmd.Client.detach``."""
+        self._jobs.pop(job_id, None)
+        await self._call("detach", job=job_id)
+
     async def resolve(self, job_id: str) -> str:
         """The full id of the job ``job_id`` names (an id, or a unique prefix of one)."""
         return (await self._call("resolve", job=job_id)).header["job"]
@@ -298,8 +324,47 @@ class AsyncClient:
     async def ping(self) -> dict[str, Any]:
         return (await self._call("ping")).header
 
-    async def status(self) -> dict[str, Any]:
-        return {k: v for k, v in (await self._call("status")).header.items() if k not in ("t", "req")}
+    @property
+    def daemon_info(self) -> dict[str, Any]:
+        """What the daemon said in its welcome: version, pid, started_by."""
+        return dict(self._core.welcome.header) if self._core.welcome else {}
 
-    async def jobs(self) -> list[dict[str, Any]]:
-        return (await self._call("jobs")).header["jobs"]
+    async def logs(self, job_id: str) -> list[Event]:
+        """The events a job has produced so far, without following it."""
+        job = self._follow(AsyncJob(self, await self.resolve(job_id)))
+        try:
+            await self._call("logs", job=job.id)  # the reply comes after the replayed events
+        finally:
+            self._unfollow(job)
+        return list(job._events)
+
+    async def wait(self, job_id: str) -> Finished:
+        """Wait for a job submitted elsewhere to end; its end record (no output)."""
+        frame = await self._call("wait", job=job_id)
+        return await self._accepted.pop(frame.header["req"]).wait()
+
+    async def status(self) -> Status:
+        """See ``warmd.Client.status``."""
+        return status_of(await self._call("status"))
+
+    async def jobs(self) -> list[JobInfo]:
+        """See ``warmd.Client.jobs``."""
+        return job_rows(await self._call("jobs"))
+
+    async def shutdown_daemon(self) -> None:
+        """Ask the daemon to stop (it cancels what runs and exits)."""
+        await self._call("shutdown")
+
+    async def watch(self) -> AsyncIterator[WatchEvent]:
+        """See ``warmd.Client.watch``: ``async for event in client.watch()``."""
+        if self._watching is None:
+            self._feed = WatchFeed()
+            self._watching = asyncio.ensure_future(self._call("watch"))
+        try:
+            await asyncio.shield(self._watching)  # the snapshot that answers it fills the feed
+        except BaseException:
+            if self._watching.done():
+                self._feed = self._watching = None
+            raise
+        async for event in self._feed.iterate(self._broken):
+            yield event

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(_SKIP is not None, reason=_SKI
 def test_a_job_sees_its_pinned_device(make_daemon):
     d = make_daemon("[workers]\nspares = 0\n")
     with d.client() as client:
-        devices = client.status()["devices"]
+        devices = client.status().devices
         seen = [client.submit_call(pinned_device, device=dev["index"]).result(timeout=120)
                 for dev in devices]
     for dev, job in zip(devices, seen):
@@ -50,11 +50,11 @@ def test_a_second_job_on_the_same_worker_skips_context_creation(make_daemon, rec
         a = first.result(timeout=120)
         second = client.submit(first_kernel)
         b = second.result(timeout=120)
-        worker = next(w for w in client.status()["workers"] if w["pid"] == a["pid"])
+        worker = next(w for w in client.status().workers if w.pid == a["pid"])
     assert a["pid"] == b["pid"] and first.finished.token == second.finished.token
     assert a["had_context"] and b["had_context"]  # warm-up created it; no job pays for it
     assert a["value"] == b["value"]
-    steps = {s["step"]: s["seconds"] for s in worker["warmup_steps"]}
+    steps = {s["step"]: s["seconds"] for s in worker.warmup_steps}
     figures = {"warmup_create_context_s": steps["gpu create context"],
                "warmup_first_kernel_s": steps["gpu first kernel"],
                "job1_first_kernel_s": a["first_kernel_seconds"],

@@ -16,8 +16,9 @@ from ..config import parse_seconds
 from ..errors import (AmbiguousJob, DaemonUnavailable, FrameTooLarge, JobLost, ProtocolError,
                       RequestFailed, UnknownJob, VersionMismatch, WarmdError)
 from ..protocol import (DEFAULT_MAX_PAYLOAD, E_AMBIGUOUS_JOB, E_DENIED, E_UNKNOWN_JOB, E_VERSION, Frame,
-                        FrameReader, Wire, encode, encode_parts, hello)
+                        FrameReader, Wire, encode, encode_parts, hello, load_json)
 from .events import Event, Finished, from_frame
+from .info import JobInfo, Status
 from . import jobspec
 from .jobspec import JobRequest, UserModules
 
@@ -34,7 +35,12 @@ class JobItem:
     item: Event | Finished
 
 
-Delivery = Union[Reply, JobItem]
+@dataclass(frozen=True)
+class WatchItem:
+    frame: Frame   # a "watch" frame: see warmd.client.watch
+
+
+Delivery = Union[Reply, JobItem, WatchItem]
 
 
 class ClientCore:
@@ -102,6 +108,10 @@ class ClientCore:
                 item = from_frame(frame)
                 if item is not None:
                     out.append(JobItem(frame.header["job"], item))
+            elif frame.type == "watch":
+                out.append(WatchItem(frame))  # the snapshot answering "watch" also replies to it
+                if isinstance(frame.get("req"), int):
+                    out.append(Reply(frame.header["req"], frame))
             elif isinstance(frame.get("req"), int):
                 out.append(Reply(frame.header["req"], frame))
             else:
@@ -140,6 +150,15 @@ class ClientCore:
         return WarmdError(f"this client was closed while it followed job {job_id}; the job goes on "
                           f"in the daemon: re-attach with attach({job_id!r}) or 'warmctl attach "
                           f"{job_id}'")
+
+
+def job_rows(frame: Frame) -> list[JobInfo]:
+    """The rows of a "jobs" reply (in its payload: more than a header may hold)."""
+    return [JobInfo.from_row(row) for row in load_json(frame.payload or b"[]")]
+
+
+def status_of(frame: Frame) -> Status:
+    return Status.from_row({k: v for k, v in frame.header.items() if k not in ("t", "req")})
 
 
 def cancel_fields(job_id: str, mode: str, interrupt_grace: float | None,

@@ -1,6 +1,7 @@
 """What a job streams to its clients, as plain values."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -169,3 +170,16 @@ def from_frame(frame: Frame) -> Event | Finished | None:
     if kind == "state":
         return StateChange(job, seq, h.get("state", ""), h.get("worker_pid"), h.get("device"))
     return None
+
+
+def echo(item: Output | Gap) -> None:
+    """Copy a job's output to this process's own stdout or stderr (``Client(echo=True)``)."""
+    if isinstance(item, Gap):
+        print(f"warmd: job {item.job}: {item.describe()}", file=sys.stderr, flush=True)
+        return
+    out = sys.stdout if item.stream == "stdout" else sys.stderr
+    if hasattr(out, "buffer"):
+        out.buffer.write(item.data)
+    else:
+        out.write(item.text)
+    out.flush()

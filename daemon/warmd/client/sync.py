@@ -3,59 +3,54 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import sys
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .. import fdpass
 from ..channel import Channel, send_wire
 from ..errors import DaemonUnavailable, WarmdError
 from ..protocol import RECV_SIZE, Frame, Wire
 from . import jobspec
+from . import reconnect as reconnects
 from .connect import connect, socket_path
-from .core import ClientCore, JobItem, Reply, cancel_fields, raise_for
-from .events import Event, Finished, Gap, Output
+from .core import ClientCore, JobItem, Reply, WatchItem, cancel_fields, job_rows, raise_for, status_of
+from .events import Event, Finished, Gap, Output, echo
 from .future import JobFuture
 from .group import JobGroup
-
-class _Pending:
-    __slots__ = ("event", "frame", "error")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.frame: Frame | None = None
-        self.error: BaseException | None = None
-
+from .info import JobInfo, Status
+from .watch import WatchEvent, WatchFeed
+from .waiters import Pending, Reattach, fail_waiting
 
 class Client(concurrent.futures.Executor):
     """Submit Python calls, scripts and code to warm workers of a warmd daemon.
 
     ``socket``: the daemon's socket (default as ``warmctl``); ``autostart``: start
     a daemon when none answers; ``echo``: copy jobs' stdout/stderr to this
-    process's own, as a local pool would.
+    process's own, as a local pool would; ``reconnect``: when the daemon goes away,
+    connect again and pick up the jobs this client follows (True: for 30 s; or
+    seconds; see ``warmd.client.reconnect``).
     """
 
     def __init__(self, socket: str | os.PathLike | None = None, autostart: bool = True, *,
                  echo: bool = False, device: int | None = None, name: str = "python",
-                 daemon_args: list[str] | None = None) -> None:
+                 daemon_args: list[str] | None = None, reconnect: bool | float = True) -> None:
         self.socket_path = socket_path(socket)
         self.echo = echo
         self.device = device
-        self._core = ClientCore(name)
+        self._name, self._autostart, self._daemon_args = name, autostart, daemon_args
+        self._reconnect_for = reconnects.window(reconnect)
+        self._online = threading.Event()    # clear while connecting again
+        self._stopping = threading.Event()  # close() ends a reconnect's backoff
         self._modules = jobspec.UserModules()
         self._lock = threading.Lock()
-        self._requests: dict[int, _Pending | JobFuture] = {}
+        self._requests: dict[int, Pending | JobFuture] = {}
         self._jobs: dict[str, list[JobFuture]] = {}  # job id -> futures following it
         self._closed = False
         self._broken: BaseException | None = None
-        sock = connect(self.socket_path, autostart, daemon_args)
-        self._channel = Channel(sock)
-        try:
-            self._handshake()
-        except BaseException:
-            self._channel.close()
-            raise
-        self._modules.warm_packages = frozenset(self._core.welcome.get("warm_packages", ()))
+        self._feed: WatchFeed | None = None      # this connection's watch, once asked for
+        self._watch_start = threading.Lock()
+        self._channel, self._core = self._open()
+        self._online.set()
         self._reader = threading.Thread(target=self._read_loop, name="warmd-client", daemon=True)
         self._reader.start()
 
@@ -64,17 +59,31 @@ class Client(concurrent.futures.Executor):
         """What the daemon said in its welcome: version, pid, started_by."""
         return dict(self._core.welcome.header) if self._core.welcome else {}
 
-    def _handshake(self) -> None:
-        self._channel.sock.sendall(self._core.greeting())
-        while self._core.welcome is None:
-            data = self._channel.sock.recv(65536)
-            if not data:
-                raise self._core.eof()
-            self._core.receive_data(data)
+    def _open(self) -> tuple[Channel, ClientCore]:
+        """A new connection, greeted (starting a daemon if allowed and needed)."""
+        channel, core = Channel(connect(self.socket_path, self._autostart, self._daemon_args)), ClientCore(self._name)
+        try:
+            channel.sock.sendall(core.greeting())
+            while core.welcome is None:
+                data = channel.sock.recv(65536)
+                if not data:
+                    raise core.eof()
+                core.receive_data(data)
+        except BaseException:
+            channel.close()
+            raise
+        self._modules.warm_packages = frozenset(core.welcome.get("warm_packages", ()))
+        return channel, core
 
     # ---------------------------------------------------------------- I/O thread
     def _read_loop(self) -> None:
-        error: BaseException
+        while True:
+            error = self._read_until_lost()
+            if not self._reconnected_after(error):
+                break
+        self._fail_all(error)
+
+    def _read_until_lost(self) -> BaseException:
         sock, buffer = self._channel.sock, bytearray(RECV_SIZE)
         try:
             while True:
@@ -88,26 +97,73 @@ class Client(concurrent.futures.Executor):
                     self._deliver(delivery)
                 # Not kept until the next read: a result dropped by its caller goes now.
                 files = deliveries = delivery = None
-        except BaseException as exc:  # a protocol error or a reset: fail everything pending
+        except BaseException as exc:  # a protocol error or a reset
             error = exc if isinstance(exc, WarmdError) else DaemonUnavailable(f"connection to warmd lost: {exc}")
+        return error
+
+    def _reconnected_after(self, error: BaseException) -> bool:
+        """Connect again and pick up what this client follows; False: not allowed, or the
+        daemon did not come back in time."""
+        if self._closed or not self._reconnect_for or not reconnects.worth_it(error):
+            return False
+        self._online.clear()
+        with self._lock:
+            waiting = list(self._requests.values())
+            self._requests.clear()
+            if self._feed is not None:
+                self._feed.disconnected(error, reconnecting=True)
+        fail_waiting(waiting, error)
+        for delay in reconnects.delays(self._reconnect_for):
+            if self._stopping.wait(delay):
+                return False
+            try:
+                channel, core = self._open()
+            except (OSError, DaemonUnavailable):
+                continue
+            except WarmdError:
+                return False  # a daemon that refuses us (another version, a bad config)
+            with self._lock:
+                if self._closed:  # close() came while this connected: it shut the old one
+                    channel.close()
+                    return False
+                old, self._channel, self._core = self._channel, channel, core
+                followed = {job: reconnects.since(fs) for job, fs in self._jobs.items()}
+                if self._feed is not None:
+                    self._feed.reconnected(core.welcome.get("pid"))
+            old.close()
+            self._online.set()
+            try:
+                for job_id, seen in followed.items():  # the rest of their streams, or JobLost
+                    self._send_with(lambda j=job_id, n=seen: core.request("attach", job=j, since=n),
+                                    Reattach(job_id))
+                if self._feed is not None:
+                    self._send_with(lambda: core.request("watch"), Pending())
+            except OSError:
+                pass  # gone again: the read loop finds out
+            return True
+        return False
+
+    def _fail_all(self, error: BaseException) -> None:
         with self._lock:
             self._broken = error
             followed = [(job_id, f) for job_id, fs in self._jobs.items() for f in fs]
             waiting = list(self._requests.values())
             self._requests.clear()
             closed = self._closed
+            if self._feed is not None:
+                self._feed.disconnected(error)
+        self._online.set()  # senders waiting for a reconnect see the error
         for job_id, future in followed:
             if not future.done():
                 future._fail(self._core.followed_job_error(job_id, error, closed))
-        for w in waiting:
-            if isinstance(w, JobFuture):
-                if not w.done():
-                    w._fail(error)
-            else:
-                w.error = error
-                w.event.set()
+        fail_waiting(waiting, error)
 
-    def _deliver(self, delivery: Reply | JobItem) -> None:
+    def _deliver(self, delivery: Reply | JobItem | WatchItem) -> None:
+        if isinstance(delivery, WatchItem):
+            with self._lock:
+                if self._feed is not None:
+                    self._feed.received(delivery.frame)
+            return
         if isinstance(delivery, JobItem):
             item = delivery.item
             with self._lock:
@@ -115,12 +171,20 @@ class Client(concurrent.futures.Executor):
                 if isinstance(item, Finished):
                     self._jobs.pop(delivery.job, None)
             if self.echo and isinstance(item, (Output, Gap)):
-                _echo(item)
+                echo(item)
             for future in futures:  # each unpickles its own result: its arrays are its own
                 future._add(item)
             return
         with self._lock:
             waiter = self._requests.pop(delivery.req, None)
+        if isinstance(waiter, Reattach):
+            if delivery.frame.type == "error":  # the daemon now on the socket does not know it
+                with self._lock:
+                    futures = self._jobs.pop(waiter.job_id, [])
+                lost = reconnects.unknown_after_reconnect(waiter.job_id, self.daemon_info.get("pid"))
+                for future in futures:
+                    future._fail(lost)
+            return
         if isinstance(waiter, JobFuture):
             try:
                 frame = raise_for(delivery.frame)
@@ -134,11 +198,13 @@ class Client(concurrent.futures.Executor):
             waiter.frame = delivery.frame
             waiter.event.set()
 
-    def _send(self, message: str, waiter: _Pending | JobFuture, payload: bytes = b"", /,
+    def _send(self, message: str, waiter: Pending | JobFuture, payload: bytes = b"", /,
               **fields: Any) -> None:
         self._send_with(lambda: self._core.request(message, payload, **fields), waiter)
 
-    def _send_with(self, encode: Callable[[], tuple[int, Wire]], waiter: _Pending | JobFuture) -> None:
+    def _send_with(self, encode: Callable[[], tuple[int, Wire]], waiter: Any) -> None:
+        if not self._online.is_set():
+            self._online.wait(self._reconnect_for)  # connecting again: this goes to the new daemon
         # Encoded and sent under one lock: frames leave in the order the core made them.
         with self._channel.send_lock:
             with self._lock:
@@ -163,7 +229,7 @@ class Client(concurrent.futures.Executor):
                 self._jobs.pop(job_id, None)
 
     def _call(self, message: str, /, **fields: Any) -> Frame:
-        pending = _Pending()
+        pending = Pending()
         self._send(message, pending, **fields)
         pending.event.wait()
         if pending.error is not None:
@@ -241,6 +307,13 @@ class Client(concurrent.futures.Executor):
         self._send("attach", future, job=job_id)
         return future
 
+    def detach(self, job_id: str) -> None:
+        """Stop following a job (by its full id): this client's handles of it get no more
+        events; the job goes on, and ``attach`` follows it again."""
+        with self._lock:
+            self._jobs.pop(job_id, None)
+        self._call("detach", job=job_id)
+
     def resolve(self, job_id: str) -> str:
         """The full id of the job ``job_id`` names: an id, or a unique prefix of one
         (AmbiguousJob lists the candidates when several match)."""
@@ -292,11 +365,30 @@ class Client(concurrent.futures.Executor):
     def ping(self) -> dict[str, Any]:
         return self._call("ping").header
 
-    def status(self) -> dict[str, Any]:
-        return {k: v for k, v in self._call("status").header.items() if k not in ("t", "req")}
+    def status(self) -> Status:
+        """The daemon, its workers and its job counts (``warmctl status``)."""
+        return status_of(self._call("status"))
 
-    def jobs(self) -> list[dict[str, Any]]:
-        return self._call("jobs").header["jobs"]
+    def jobs(self) -> list[JobInfo]:
+        """Every job the daemon holds, queued, running and finished (``warmctl jobs``)."""
+        return job_rows(self._call("jobs"))
+
+    def watch(self) -> Iterator[WatchEvent]:
+        """Every change in the daemon as it happens, blocking between events: a ``Snapshot``
+        first, then ``JobChanged``, ``JobProgress``, ``WorkerChanged`` and ``StatusChanged``
+        (see ``warmd.client.watch``); ``Disconnected`` last, if the connection ends."""
+        with self._watch_start:
+            if self._feed is None:
+                feed = WatchFeed()
+                with self._lock:
+                    self._feed = feed
+                try:
+                    self._call("watch")  # answered by the snapshot, which fills the feed first
+                except BaseException:
+                    with self._lock:
+                        self._feed = None
+                    raise
+        return self._feed.blocking(self._lock, lambda: self._broken)
 
     def shutdown_daemon(self) -> None:
         """Ask the daemon to stop (it cancels what runs and exits)."""
@@ -328,21 +420,11 @@ class Client(concurrent.futures.Executor):
             if self._closed:
                 return
             self._closed = True
+            channel = self._channel  # a reconnect that swaps it after this sees _closed
+        self._stopping.set()
         try:
-            self._channel.sock.shutdown(2)
+            channel.sock.shutdown(2)
         except OSError:
             pass
         self._reader.join()
         self._channel.close()
-
-
-def _echo(item: Output | Gap) -> None:
-    if isinstance(item, Gap):
-        print(f"warmd: job {item.job}: {item.describe()}", file=sys.stderr, flush=True)
-        return
-    out = sys.stdout if item.stream == "stdout" else sys.stderr
-    if hasattr(out, "buffer"):
-        out.buffer.write(item.data)
-    else:
-        out.write(item.text)
-    out.flush()

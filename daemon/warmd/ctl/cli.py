@@ -11,7 +11,9 @@ class UsageError(Exception):
 
 def client(args: argparse.Namespace) -> Any:
     from ..client.sync import Client
-    return Client(args.socket, autostart=not args.no_autostart, name="warmctl")
+    # A command says what happened to its daemon, as it happened: no reconnecting (top,
+    # which lives on, reconnects itself).
+    return Client(args.socket, autostart=not args.no_autostart, name="warmctl", reconnect=False)
 
 
 def seconds(text: str) -> float:

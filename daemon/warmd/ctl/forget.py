@@ -42,10 +42,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc).replace("--since", "--older-than")) from None
     with cli.client(args) as client:
-        ended = [j for j in client.jobs() if j["finished"] is not None
-                 and (not args.state or j["state"] in args.state)
-                 and (before is None or j["finished"] < before)]
-        return _forgot(client.forget([j["id"] for j in ended])) if ended else exitcodes.OK
+        ended = [j for j in client.jobs() if j.finished is not None
+                 and (not args.state or j.state in args.state)
+                 and (before is None or j.finished < before)]
+        return _forgot(client.forget([j.id for j in ended])) if ended else exitcodes.OK
 
 
 def _forgot(outcome: dict[str, Any]) -> int:

@@ -94,7 +94,7 @@ def show_logs(client: Any, job_id: str, view: View) -> int:
     printer.tty = False  # no progress bar for a replay
     for event in cut(client.logs(job_id), view):
         printer.show(event)
-    state = next((j["state"] for j in client.jobs() if j["id"] == job_id), None)
+    state = next((j.state for j in client.jobs() if j.id == job_id), None)
     if state in ("succeeded", "failed", "cancelled", "lost"):
         printer.finish(client.wait(job_id))
     return exitcodes.OK
@@ -104,7 +104,7 @@ def follow_detachable(client: Any, job_id: str, view: View, *, exit_with_job: bo
     """Print a job's output so far (as ``view`` cuts it), then live until it ends. Ctrl-C
     stops following and leaves the job running, saying how to come back."""
     job_id = client.resolve(job_id)
-    known = next((j.get("events", 0) for j in client.jobs() if j["id"] == job_id), 0)
+    known = next((j.events for j in client.jobs() if j.id == job_id), 0)
     future = client.attach(job_id)
     printer = _printer(view)
     try:

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verb("ping", "check that the daemon answers", json_flag=True)
     verb("status", "show the daemon, its workers and job counts", json_flag=True)
+    verb("top", "a live view of workers and jobs (needs warmd[tui])")
     sp = verb("jobs", "list the jobs the daemon holds, each under its parent or group", json_flag=True)
     sp.add_argument("--state", action="append", choices=JOB_STATES, metavar="STATE",
                     help=f"only jobs in this state (repeatable): {', '.join(JOB_STATES)}")
@@ -159,14 +160,14 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with cli.client(args) as client:
-        status = client.status()
+        status = client.status().to_json()  # rendered as the daemon sent it
     _dump(status) if args.json else print(render.status_text(status))
     return exitcodes.OK
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
     with cli.client(args) as client:
-        jobs = render.select_jobs(client.jobs(), args.state, args.name, args.limit)
+        jobs = render.select_jobs([j.to_json() for j in client.jobs()], args.state, args.name, args.limit)
     _dump(jobs) if args.json else print(render.jobs_text(jobs))
     return exitcodes.OK
 
@@ -263,6 +264,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from .top import cmd_top as top  # Textual only for this verb
+    return top(args)
+
+
 def cmd_shutdown(args: argparse.Namespace) -> int:
     from ..client.sync import Client
     try:
@@ -279,7 +285,7 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ping": cmd_ping, "status": cmd_status, "jobs": cmd_jobs, "exec": cmd_exec, "run": cmd_run,
     "submit": cmd_submit, "attach": cmd_attach, "wait": cmd_wait, "logs": cmd_logs,
-    "cancel": cmd_cancel, "shutdown": cmd_shutdown,
+    "cancel": cmd_cancel, "shutdown": cmd_shutdown, "top": cmd_top,
 }
 
 

@@ -140,7 +140,7 @@ def progress_bar(p: Progress, columns: int, pace: Pace | None = None, now: float
     if p.total:
         frac = max(0.0, min(1.0, p.done / p.total))
         count = f" {_num(p.done)}/{_num(p.total)} {100 * frac:.0f}%{timing}"
-        return _bar_line(frac, count, message, columns)
+        return bar_line(frac, count, message, columns)
     spin = pace.spinner() + " " if pace is not None else ""
     return f"{spin}{_num(p.done)}{timing}{message}"[: max(1, columns - 1)]
 
@@ -152,10 +152,10 @@ def group_bar(rolled: GroupProgress, last: ChildProgress, columns: int, pace: Pa
     now = time.time() if now is None else now
     timing = pace.describe(rolled.done, rolled.total, now) if pace is not None else ""
     count = f" {rolled.done}/{rolled.total} jobs {100 * rolled.fraction:.0f}%{timing}"
-    return _bar_line(rolled.fraction, count, f" {where}" if where else "", columns)
+    return bar_line(rolled.fraction, count, f" {where}" if where else "", columns)
 
 
-def _bar_line(frac: float, count: str, message: str, columns: int) -> str:
+def bar_line(frac: float, count: str, message: str, columns: int) -> str:
     width = max(10, min(40, columns - len(count) - len(message) - 4))
     filled = int(frac * width)
     return f"[{'#' * filled}{'.' * (width - filled)}]{count}{message}"[: max(1, columns - 1)]
@@ -219,7 +219,7 @@ def jobs_text(jobs: list[dict[str, Any]]) -> str:
     rows = []
     for depth, j in job_tree(jobs):
         children = j.get("children")
-        progress = f"{children['done']}/{children['total']}" if children else _own_progress(j)
+        progress = f"{children['done']}/{children['total']}" if children else own_progress(j)
         elapsed = duration((j["finished"] or now) - j["started"]) if j["started"] else "-"
         state = j["state"] + (" (timed out)" if j.get("timed_out") else "")
         rows.append([("  " * (depth - 1) + "└ " if depth else "") + j["id"], state, j["kind"],
@@ -265,7 +265,7 @@ def job_tree(jobs: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
-def _own_progress(j: dict[str, Any]) -> str | None:
+def own_progress(j: dict[str, Any]) -> str | None:
     p = j.get("progress")
     if not p:
         return None

@@ -140,7 +140,7 @@ class Canceller:
             c.timer = self.call_later(c.interrupt_grace, self.escalate, job, "terminate")
             return
         # The worker dies with its job: remember every descendant, escaped ones included.
-        worker.state = WorkerState.STOPPING
+        worker.move(WorkerState.STOPPING)
         c.snapshot.extend(proctree.descendants(worker.pid))
         sig = signal.SIGTERM if stage == "terminate" else signal.SIGKILL
         proctree.signal_group(worker.pgid, sig)

@@ -152,7 +152,9 @@ class JobTable:
     """Every job the daemon holds: the queue, the running ones, and finished results
     retained within a count, a byte budget and an age; fetched results go first."""
 
-    def __init__(self, max_jobs: int, max_bytes: int, ttl: float) -> None:
+    def __init__(self, max_jobs: int, max_bytes: int, ttl: float,
+                 on_drop: Callable[[Job], None] = lambda job: None) -> None:
+        self.on_drop = on_drop  # told of each finished job that leaves the table
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
         self.ttl = ttl
@@ -267,6 +269,7 @@ class JobTable:
         self.finished_bytes -= job.stored_bytes
         if job.owner is not None:  # a parent or group kept on must not keep this one's result
             job.owner.children.pop(job, None)
+        self.on_drop(job)
 
     def running(self) -> list[Job]:
         return [j for j in self.jobs.values() if j.state == RUNNING]

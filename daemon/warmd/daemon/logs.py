@@ -198,3 +198,21 @@ def _priority(level: int) -> int:
     if level >= logging.INFO:
         return PRIORITY_INFO
     return PRIORITY_DEBUG
+
+
+def log_end(job: Any, header: dict[str, Any], to_journal: bool) -> None:
+    """A job's end in the daemon's log. Every end goes to the journal (searchable by JOB_ID);
+    a plain log file keeps the ones worth reading, or a busy client would grow it by a line
+    per job."""
+    log = logging.getLogger("warmd")
+    level = logging.INFO if job.state != "succeeded" or to_journal else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
+    gpu = header.get("gpu") if isinstance(header.get("gpu"), dict) else {}
+    log.log(level, "job %s %s (%s)", job.id, job.state, job.name,
+            extra={"JOB_ID": job.id, "JOB_STATE": job.state, "JOB_NAME": job.name,
+                   **({"JOB_TIMED_OUT": 1} if job.timed_out else {}),
+                   **({"WORKER_PID": job.worker_pid} if job.worker_pid else {}),
+                   **({"CLIENT_PID": job.client_pid} if job.client_pid else {}),
+                   **({"DEVICE": header["device"]} if header.get("device") is not None else {}),
+                   **({"GPU_PEAK_BYTES": gpu["peak_bytes"]} if "peak_bytes" in gpu else {})})

@@ -61,6 +61,14 @@ class WorkerProcess:
     skipping: set[str] = field(default_factory=set)  # held jobs cancelled before they started
     spawned: float = field(default_factory=time.monotonic)
     warmup_step: str | None = None  # the warm-up step running now, as the worker last said
+    observer: Any = None            # called with the worker after each move (the watch stream)
+    process: psutil.Process | None = None  # for its RSS; made once (the pid is ours until reaped)
+
+    def move(self, state: WorkerState) -> None:
+        """The one way a worker changes state, so that watchers hear of every change."""
+        self.state = state
+        if self.observer is not None:
+            self.observer(self)
 
     @property
     def pid(self) -> int:
@@ -74,7 +82,9 @@ class WorkerProcess:
         if self.reaped:
             return None
         try:
-            return psutil.Process(self.pid).memory_info().rss
+            if self.process is None:
+                self.process = psutil.Process(self.pid)
+            return self.process.memory_info().rss
         except psutil.Error:
             return None
 

@@ -12,12 +12,13 @@ from typing import Any, Protocol
 
 from .._version import __version__
 from ..protocol import (CLIENT_MESSAGES, LOG_LEVELS, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_INTERNAL, E_NO_WORKERS,
-                        E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, encode,
-                        source_digest, source_frame)
+                        E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, dump_json,
+                        encode, source_digest, source_frame)
 from . import fields, rerun, streams
 from .cancel import STAGES
 from .groups import Families
 from .handoff import Handoff, UnknownNeed
+from .watch import Watchers
 from .connections import ClientConnection
 from .fields import BadRequest
 from .jobs import AmbiguousJob, Job, JobTable, ModuleCopy
@@ -38,6 +39,7 @@ class Host(Protocol):
     placement: Placement
     families: Families
     handoff: Handoff
+    watch: Watchers
     stopping: str | None
     warmup_error: str | None
     replay_limit: int
@@ -262,6 +264,7 @@ class Requests:
         group = Job(sup.jobs.new_id(), "group", name, {"kind": "group", "name": name}, b"", conn.pid,
                     None, replay_limit=sup.replay_limit)
         sup.families.open_group(group, sup.running_job_of(conn.pid))
+        sup.watch.job(group, "submitted")
         conn.groups.add(group)
         conn.send({"t": "group", "req": req, "job": group.id})
         if attach:
@@ -371,7 +374,15 @@ class Requests:
         conn.send({"t": "status", "req": req, **self.sup.status()})
 
     def on_jobs(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        conn.send({"t": "jobs", "req": req, "jobs": [j.summary() for j in self.sup.jobs.jobs.values()]})
+        # In the payload: a thousand rows are more than a header may hold.
+        rows = [j.summary() for j in self.sup.jobs.jobs.values()]
+        conn.send({"t": "jobs", "req": req, "count": len(rows)}, dump_json(rows))
+
+    def on_watch(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        self.sup.watch.add(conn, req)  # the snapshot answers it
+
+    def on_unwatch(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        conn.send({"t": "ok", "req": req, "watching": self.sup.watch.remove(conn)})
 
     def on_shutdown(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         conn.send({"t": "ok", "req": req})

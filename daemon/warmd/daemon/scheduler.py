@@ -132,8 +132,8 @@ class Scheduler:
             self._send_run(job, worker)
 
     def start(self, job: Job, worker: WorkerProcess) -> None:
-        worker.state = WorkerState.BUSY
         worker.job = job
+        worker.move(WorkerState.BUSY)
         self._send_run(job, worker)
         # After the send, so the worker starts sooner. A crash in between still finds a job
         # that waited in the queue (it has its queue line), and a job submitted in this same

@@ -29,11 +29,11 @@ from .expiry import ResultExpiry
 from .groups import Families
 from .handoff import Handoff
 from .timeouts import Timeouts, end_header
-from .jobs import FAILED, LOST, QUEUED, SUCCEEDED, Job, JobTable
+from .jobs import FAILED, LOST, QUEUED, Job, JobTable
 from .ledger import Ledger
 from .lifecycle import Lifecycle
 from .listener import Listener
-from .logs import JobOutputLog
+from .logs import JobOutputLog, log_end
 from .notify import Notifier
 from .outputfiles import JobOutputFiles
 from .placement import Placement
@@ -42,6 +42,7 @@ from .requests import Requests
 from .scheduler import Scheduler
 from .warmnotice import WarmupNotices
 from .workerframes import WorkerFrames
+from .watch import Watchers
 from .workerpool import WorkerPool
 
 log = logging.getLogger("warmd")
@@ -67,8 +68,9 @@ class Supervisor:
         self.buffer_min = config["buffers"]["min_bytes"]
         self.buffer_max = buffer_limit(config["buffers"]["max_bytes"])
         self.replay_limit = daemon_cfg["replay_max_bytes"]
+        self.watch = Watchers(self)  # front ends told of every change (see daemon.watch)
         self.jobs = JobTable(daemon_cfg["result_max_jobs"], daemon_cfg["result_max_bytes"],
-                             daemon_cfg["result_ttl"])
+                             daemon_cfg["result_ttl"], self.watch.dropped)
         self.clients: set[ClientConnection] = set()
         self.started = time.time()
         self.python = python_version()
@@ -261,6 +263,10 @@ class Supervisor:
 
     def job_event(self, job: Job, fields: dict[str, Any], payload: bytes = b"") -> None:
         streams.publish(job, job.add_event(fields, payload), len(payload))
+        self.watch.job_event(job, fields)
+
+    def worker_changed(self, worker: WorkerProcess) -> None:
+        self.watch.worker(worker)
 
     def job_progress(self, job: Job, report: dict[str, Any]) -> None:
         kept = self.families.progress(job, report)
@@ -284,6 +290,7 @@ class Supervisor:
     def catch_up(self, conn: ClientConnection, force: bool = False) -> None:
         """``conn`` has room again: what it missed of the jobs it follows, then their ends."""
         streams.catch_up(conn, self.output_location, force)
+        self.watch.catch_up(conn)
 
     def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"",
                    files: tuple = (), file_bytes: int = 0) -> None:
@@ -301,12 +308,9 @@ class Supervisor:
             self.handoff.started(job)  # it will never run: what it needed need not be kept
         self.joblog.finished(job.id, job.worker_pid)
         self.files.finished(job.id)
-        # Every end goes to the journal (searchable by JOB_ID); a plain log file keeps the
-        # ones worth reading, or a busy client would grow it by a line per job.
-        level = logging.INFO if job.state != SUCCEEDED or self.joblog.enabled else logging.DEBUG
-        if log.isEnabledFor(level):
-            self._log_end(job, header, level)
+        log_end(job, header, self.joblog.enabled)
         self.jobs.retire(job)
+        self.watch.job(job, "ended")
         self.families.ended(job)
         if self.handoff.ended(job):
             self.dispatch()  # jobs that waited for this result may run now
@@ -319,16 +323,6 @@ class Supervisor:
                     job.timeout, extra={"JOB_ID": job.id, "JOB_NAME": job.name})
         self.families.cancel(job, "interrupt", None, None)
 
-    def _log_end(self, job: Job, header: dict[str, Any], level: int) -> None:
-        gpu = header.get("gpu") if isinstance(header.get("gpu"), dict) else {}
-        log.log(level, "job %s %s (%s)", job.id, job.state, job.name,
-                extra={"JOB_ID": job.id, "JOB_STATE": job.state, "JOB_NAME": job.name,
-                       **({"JOB_TIMED_OUT": 1} if job.timed_out else {}),
-                       **({"WORKER_PID": job.worker_pid} if job.worker_pid else {}),
-                       **({"CLIENT_PID": job.client_pid} if job.client_pid else {}),
-                       **({"DEVICE": header["device"]} if header.get("device") is not None else {}),
-                       **({"GPU_PEAK_BYTES": gpu["peak_bytes"]} if "peak_bytes" in gpu else {})})
-
     # ---------------------------------------------------------------- clients
 
     def client_connected(self, conn: ClientConnection) -> None:
@@ -337,6 +331,7 @@ class Supervisor:
 
     def client_gone(self, conn: ClientConnection) -> None:
         self.clients.discard(conn)
+        self.watch.remove(conn)
         if not self.clients and self._clients_gone is not None:
             self._clients_gone.set()
         for job in self.jobs.jobs.values():
@@ -358,6 +353,7 @@ class Supervisor:
         The ledger records it before the client learns its id (started, or else queued).
         """
         self.jobs.add(job)
+        self.watch.job(job, "submitted")
         log.debug("job %s queued (%s)", job.id, job.name,
                   extra={"JOB_ID": job.id, "CLIENT_PID": job.client_pid})
         self.dispatch()
@@ -369,6 +365,7 @@ class Supervisor:
     def reject(self, job: Job, header: dict[str, Any]) -> None:
         """Hold a new job that can never run, ended as ``header`` says, for its client to see."""
         self.jobs.jobs[job.id] = job
+        self.watch.job(job, "submitted")
         self.finish_job(job, header)
 
     def no_worker_message(self) -> str:
@@ -385,6 +382,7 @@ class Supervisor:
     def update_status(self) -> None:
         if self.notifier.enabled and not self.stopping:
             self.notifier.status(self.summary())
+        self.watch.status()
 
 
 def _no_worker_header(error: str) -> dict[str, Any]:

@@ -128,6 +128,7 @@ class WorkerFrames:
             if job.cancel is not None and job.cancel.told:
                 worker.connection.send({"t": "resume", "job": job.id})
             if worker.job is not None:
+                worker.move(WorkerState.BUSY)  # busy still, with another job
                 self.scheduler.running(worker.job, worker)
             reason = self.pool.recycle_reason(worker, header)
             if reason:
@@ -137,7 +138,7 @@ class WorkerFrames:
                 self.pool.stop(worker)
                 self.pool.fill()
             elif worker.job is None:
-                worker.state = WorkerState.IDLE
+                worker.move(WorkerState.IDLE)
         self.scheduler.dispatch()  # first: the worker waits for its next job, the client only for news
         payload, files = frame.payload, frame.files
         try:

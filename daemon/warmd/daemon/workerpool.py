@@ -40,6 +40,7 @@ class Host(Protocol):
     def warmup_lost(self, error: str) -> None: ...
     def check_stopped(self) -> None: ...
     def update_status(self) -> None: ...
+    def worker_changed(self, worker: WorkerProcess) -> None: ...
 
 
 class WorkerPool:
@@ -116,6 +117,8 @@ class WorkerPool:
         self._slots += 1
         worker = pool.spawn(self._slots, self.placement.visible_devices(device), device)
         self.workers[worker.pid] = worker
+        worker.observer = self.host.worker_changed
+        worker.observer(worker)
         log.info("started worker pid %d%s", worker.pid, self.placement.label(device),
                  extra={"WORKER_PID": worker.pid})
         UnixTransport(self._loop, worker.sock, self.host.worker_connection(worker))
@@ -144,7 +147,7 @@ class WorkerPool:
 
     def warm(self, worker: WorkerProcess) -> None:
         """``worker`` finished warming up: failures so far are forgiven."""
-        worker.state = WorkerState.IDLE
+        worker.move(WorkerState.IDLE)
         self.backoff = 0.0
         self.warmup_error = None
 
@@ -161,7 +164,7 @@ class WorkerPool:
 
     def stop(self, worker: WorkerProcess) -> None:
         """Ask an idle worker to exit between jobs."""
-        worker.state = WorkerState.STOPPING
+        worker.move(WorkerState.STOPPING)
         if worker.connection is not None:
             worker.connection.send({"t": "exit"})
         else:
@@ -169,7 +172,7 @@ class WorkerPool:
 
     def kill(self, worker: WorkerProcess) -> None:
         if not worker.reaped:
-            worker.state = WorkerState.STOPPING
+            worker.move(WorkerState.STOPPING)
             proctree.signal_group(worker.pgid, signal.SIGKILL)
 
     def want_extra(self, extra: Counter) -> None:
@@ -228,7 +231,7 @@ class WorkerPool:
         if worker.connection is not None:
             worker.connection.close()
         was = worker.state
-        worker.state = WorkerState.EXITED
+        worker.move(WorkerState.EXITED)
         if was == WorkerState.STARTING:
             self._warmup_failed(worker)
         else:

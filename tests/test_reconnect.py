@@ -1,0 +1,154 @@
+"""Clients that outlive their daemon: across a crash and a restart on the same socket,
+across a dropped connection to a daemon that lives on (the job's stream resumes from the
+last event seen, nothing twice, nothing missing), under systemd socket activation, from
+both clients; and with reconnect off, or when no daemon comes back in time, a clear end."""
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import warmd
+from warmd.aio import AsyncClient
+from warmd.client.events import Output
+from warmd.client.watch import Disconnected, Reconnected, Snapshot
+
+DEADLINE = 60
+ONE_WORKER = "[workers]\ncount = 1\nspares = 0\n"
+SLEEPER = "import time\nprint('running', flush=True)\ntime.sleep(300)"
+
+
+def wait_for_output(future, text: str) -> None:
+    for event in future.events():
+        if isinstance(event, Output) and text in event.text:
+            return
+    raise AssertionError(f"the job ended without printing {text!r}")
+
+
+class Watching:
+    def __init__(self, client: warmd.Client) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=self._run, args=(client,), daemon=True)
+        self.thread.start()
+        assert isinstance(self.next(), Snapshot)
+
+    def _run(self, client) -> None:
+        for event in client.watch():
+            self.events.put(event)
+        self.events.put(None)  # the iterator ended
+
+    def next(self):
+        return self.events.get(timeout=DEADLINE)
+
+    def until(self, kind) -> list:
+        seen = []
+        while not seen or not isinstance(seen[-1], kind):
+            seen.append(self.next())
+            assert seen[-1] is not None, f"the watch ended before a {kind.__name__}: {seen}"
+        return seen
+
+
+def test_a_client_carries_on_across_a_daemon_crash_and_restart(make_daemon):
+    daemon = make_daemon(ONE_WORKER)
+    with daemon.client() as client:
+        watching = Watching(client)
+        future = client.run_code(SLEEPER)
+        wait_for_output(future, "running")
+        crashed = daemon.pid
+        os.kill(crashed, signal.SIGKILL)
+        daemon.proc.wait(DEADLINE)
+        gone = watching.until(Disconnected)[-1]
+        assert gone.reconnecting and isinstance(gone.error, warmd.errors.DaemonUnavailable)
+        daemon.start()  # a new daemon on the same socket, as systemd or autostart would
+        back = watching.until(Snapshot)
+        assert isinstance(back[-2], Reconnected) and back[-2].pid == daemon.pid != crashed
+        assert back[-1].resync and back[-1].status.daemon["pid"] == daemon.pid
+        # The followed job ended lost, as the new daemon's ledger says; the client goes on.
+        with pytest.raises(warmd.JobLost, match="restarted"):
+            future.result(timeout=DEADLINE)
+        assert back[-1].jobs[future.job_id].state == "lost"
+        assert client.submit(sum, [1, 2]).result(timeout=DEADLINE) == 3
+        assert client.daemon_info["pid"] == daemon.pid
+
+
+def test_a_dropped_connection_resumes_the_stream_from_the_last_event_seen(make_daemon, tmp_path):
+    daemon = make_daemon(ONE_WORKER)
+    gate = tmp_path / "gate"
+    code = (f"import os, time\nfor i in range(20):\n    print(i, flush=True)\n"
+            f"while not os.path.exists({str(gate)!r}): time.sleep(0.01)\n"
+            f"for i in range(20, 40):\n    print(i, flush=True)\n")
+    with daemon.client() as client:
+        future = client.run_code(code)
+        wait_for_output(future, "19")
+        before = daemon.pid
+        client._channel.sock.shutdown(socket.SHUT_RDWR)  # the connection drops; the daemon lives
+        gate.touch()
+        assert future.result(timeout=DEADLINE) is None
+        lines = future.output().split()
+        assert daemon.pid == before
+    assert lines == [str(i) for i in range(40)]  # every line once, in order
+
+
+def test_the_async_client_reconnects_the_same_way(make_daemon):
+    daemon = make_daemon(ONE_WORKER)
+
+    async def main():
+        async with AsyncClient(daemon.socket, autostart=False) as client:
+            events = client.watch()
+            assert isinstance(await anext(events), Snapshot)
+            job = await client.run_code(SLEEPER)
+            async for event in job.events():
+                if isinstance(event, Output) and "running" in event.text:
+                    break
+            os.kill(daemon.pid, signal.SIGKILL)
+            daemon.proc.wait(DEADLINE)
+            seen = []
+            async for event in events:
+                seen.append(event)
+                if isinstance(event, Disconnected):
+                    break
+            daemon.start()
+            async for event in events:
+                seen.append(event)
+                if isinstance(event, Snapshot):
+                    break
+            with pytest.raises(warmd.JobLost):
+                await job.result()
+            return seen, await (await client.submit(sum, [2, 3])).result()
+    seen, five = asyncio.run(asyncio.wait_for(main(), DEADLINE))
+    assert seen[-3].reconnecting and isinstance(seen[-2], Reconnected) and seen[-1].resync
+    assert five == 5
+
+
+def test_without_reconnect_or_a_daemon_coming_back_the_end_is_clear(make_daemon):
+    daemon = make_daemon(ONE_WORKER)
+    client = daemon.client(reconnect=False)
+    watching = Watching(client)
+    future = client.run_code(SLEEPER)
+    wait_for_output(future, "running")
+    daemon.stop()
+    end = watching.until(Disconnected)[-1]
+    assert not end.reconnecting and watching.next() is None  # the iterator ended
+    client.close()
+
+    daemon.start()
+    client = daemon.client(reconnect=0.5)
+    watching = Watching(client)
+    future = client.run_code(SLEEPER)
+    wait_for_output(future, "running")
+    os.kill(daemon.pid, signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(warmd.JobLost):
+        future.result(timeout=DEADLINE)  # nobody restarted it within the half second
+    seen = watching.until(Disconnected)
+    final = watching.until(Disconnected)[-1] if seen[-1].reconnecting else seen[-1]
+    assert not final.reconnecting and time.monotonic() - started < 30
+    with pytest.raises(warmd.errors.DaemonUnavailable):
+        client.submit(sum, [1])
+    client.close()
