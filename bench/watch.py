@@ -120,13 +120,27 @@ def main() -> int:
     print(f"idle over {args.idle:g} s with one watcher: watcher {watcher_idle * 1e3:.1f} ms CPU, "
           f"daemon {daemon_idle * 1e3:.1f} ms CPU")
     if top_idle is not None:
-        print(f"warmctl top idle over {args.idle:g} s: {top_idle * 1e3:.1f} ms CPU")
+        cpu_used, woke = top_idle
+        main_thread = woke.pop(str(min(int(t) for t in woke)), 0) if woke else 0
+        print(f"warmctl top idle over {args.idle:g} s: {cpu_used * 1e3:.1f} ms CPU; wake-ups: main "
+              f"thread {main_thread}, other threads {sorted(woke.values(), reverse=True)}")
     return 0
 
 
-def measure_top(socket: str, seconds: float) -> float:
+def wakeups(pid: int) -> dict[str, int]:
+    """Voluntary context switches so far of each of a process's threads, by thread id."""
+    out = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            out[task] = sum(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+    return out
+
+
+def measure_top(socket: str, seconds: float) -> tuple[float, dict[str, int]]:
     """CPU seconds ``warmctl top`` uses over ``seconds`` once it has drawn, idle in a pty
-    whose output is read all along (a full terminal would hold it up)."""
+    whose output is read all along (a full terminal would hold it up), and how many times
+    each of its threads woke (voluntary context switches; the first is the main thread,
+which runs the event loop and warmd's client)."""
     leader, terminal = pty.openpty()
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
     proc = subprocess.Popen([sys.executable, "-m", "warmd.ctl", "--socket", socket, "--no-autostart", "top"],
@@ -146,9 +160,10 @@ def measure_top(socket: str, seconds: float) -> float:
         if proc.poll() is not None:
             raise RuntimeError("warmctl top exited")
         top = psutil.Process(proc.pid)
-        before = sum(top.cpu_times()[:2])
+        before, woke = sum(top.cpu_times()[:2]), wakeups(proc.pid)
         drain(time.monotonic() + seconds)
-        return sum(top.cpu_times()[:2]) - before
+        after = wakeups(proc.pid)
+        return sum(top.cpu_times()[:2]) - before, {t: n - woke.get(t, 0) for t, n in after.items()}
     finally:
         proc.kill()
         proc.wait()

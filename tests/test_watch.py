@@ -78,6 +78,7 @@ def test_events_come_in_the_order_things_happen(make_daemon):
     started, end = mine[0].job, mine[-1].job  # submitted and started in one interval: one row
     assert started.state == "running" and started.worker_pid
     assert (end.state, end.exit_status, end.finished is not None) == ("succeeded", 0, True)
+    assert end.seconds >= 0.3 and end.peak_rss > 0  # ten reports 30 ms apart
     fractions = [e.job.fraction for e in mine if isinstance(e, JobProgress)]
     assert fractions == sorted(fractions) and 0 < fractions[-1] <= 1
     # The worker went busy with this job after it was submitted and before it ended.
@@ -85,6 +86,24 @@ def test_events_come_in_the_order_things_happen(make_daemon):
     assert seen[busy].worker.state == "busy" and seen[busy].worker.pid == started.worker_pid
     assert seen.index(mine[0]) < busy < seen.index(mine[-1])
     assert any(isinstance(e, StatusChanged) for e in seen)
+
+
+def hold(mib):
+    block = bytearray(mib << 20)
+    block[::4096] = b"x" * len(block[::4096])  # touched: resident
+    return len(block)
+
+
+def test_an_ended_job_says_its_own_peak_memory(make_daemon):
+    daemon = make_daemon(ONE_WORKER)  # both jobs on one worker: the second must not inherit
+    with daemon.client() as client:
+        big, small = client.submit(hold, 200), None
+        big.result(timeout=DEADLINE)
+        small = client.submit(hold, 1)
+        small.result(timeout=DEADLINE)
+        rows = {j.id: j for j in client.jobs()}
+    assert rows[big.job_id].peak_rss >= 200 << 20
+    assert rows[small.job_id].peak_rss < 150 << 20, rows[small.job_id].peak_rss
 
 
 def test_the_snapshot_agrees_with_jobs_and_status(make_daemon, tmp_path):

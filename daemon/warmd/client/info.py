@@ -43,6 +43,9 @@ class JobInfo:
     timeout: float | None = None
     timed_out: bool = False
     children: dict[str, int] | None = None   # jobs below it: done, total
+    seconds: float | None = None     # how long it ran, as its worker measured
+    peak_rss: int | None = None      # bytes: its worker's peak resident set during it
+    gpu_peak_bytes: int | None = None  # a GPU job's peak use of its device's memory pool
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -111,6 +111,7 @@ class TopApp(App[int]):
         self.following: str | None = None
         self._refollow: str | None = None         # followed when the connection was lost
         self._detaching: set[asyncio.Future] = set()
+        self._clock: Any = None                   # ticks only while a job runs
 
     def compose(self) -> ComposeResult:
         yield Static(Text(f"connecting to {self.socket}"), id="summary", markup=False)
@@ -128,7 +129,6 @@ class TopApp(App[int]):
         self.workers_table.can_focus = False
         self.jobs_table.focus()
         self.pane.add_line("select a job and press enter to follow its output", "note")
-        self.set_interval(1.0, self._tick)  # the local clock only: the daemon is not asked
         self.run_worker(self._watch(), name="watch", group="watch")  # a bug in it ends the app
 
     @property
@@ -207,6 +207,7 @@ class TopApp(App[int]):
 
     def _apply(self, event: Any) -> None:
         what = self.model.apply(event)
+        self._clock_while_running()
         if what == "all":
             self._fill(self.workers_table, self.model.worker_rows())
             self._refresh_jobs()
@@ -274,6 +275,15 @@ class TopApp(App[int]):
             where = {k: i for i, k in enumerate(keys)}
             table.sort(columns[0][0], key=lambda text: where.get(str(text), len(where)))
             self._restore_cursor(table, keep)
+
+    def _clock_while_running(self) -> None:
+        """The elapsed column's clock runs while a job does, and not at all when idle."""
+        running = any(job.state == "running" for job in self.model.jobs.values())
+        if running and self._clock is None:
+            self._clock = self.set_interval(1.0, self._tick)  # the local clock: nobody is asked
+        elif not running and self._clock is not None:
+            self._clock.stop()
+            self._clock = None
 
     def _tick(self) -> None:
         now, table = time.time(), self.jobs_table

@@ -135,8 +135,18 @@ class Job:
                 **({"priority": self.priority} if self.priority else {}),
                 **({"timeout": self.timeout} if self.timeout else {}),
                 **({"timed_out": True} if self.timed_out else {}),
+                **_measured(done),
                 **({"children": {"done": self.descendants_done, "total": self.descendants}}
                    if self.descendants or self.kind == "group" else {})}
+
+
+def _measured(done: dict[str, Any]) -> dict[str, Any]:
+    """What the worker measured of a finished job: seconds, peak RSS, GPU pool peak."""
+    gpu = done.get("gpu") if isinstance(done.get("gpu"), dict) else {}
+    out = {key: done[key] for key in ("seconds", "peak_rss") if done.get(key) is not None}
+    if gpu.get("peak_bytes") is not None:
+        out["gpu_peak_bytes"] = gpu["peak_bytes"]
+    return out
 
 
 class AmbiguousJob(LookupError):

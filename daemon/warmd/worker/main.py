@@ -28,7 +28,7 @@ from typing import Any
 from .. import jobstdin, oob, proctree, runtime
 from ..channel import Channel
 from ..protocol import DEFAULT_MAX_PAYLOAD, Frame
-from . import execute
+from . import execute, peakrss
 from .capture import OutputPump
 from .helpers import interpreter_helpers
 from .usercode import UserCode, warm_modules
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     # log_level sets it for that job alone (see execute).
     root.setLevel(str(setup.get("log_level") or "warning").upper())
     spare = proctree.snapshot_identities()  # helpers started by warm-up stay warm
+    peakrss.settle(peakrss.peak())  # the first job's peak is its own, not warm-up's
     usercode = UserCode(warm_modules())
     pump.flush_then_send({"t": "ready", "pid": os.getpid(), "token": secrets.token_hex(8),
                           "steps": steps, "seconds": round(time.perf_counter() - started, 6),
@@ -261,6 +262,9 @@ def run_job(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, fl
     context.pump.restore()
     if gpu is not None:  # device sync, peak pool use, memory policy: before the done frame
         outcome.extra["gpu"] = gpu.job_finished(outcome.error)
-    outcome.extra.update(seconds=round(time.perf_counter() - started, 6), leftovers_killed=leftovers)
+    peak = peakrss.peak()
+    outcome.extra.update(seconds=round(time.perf_counter() - started, 6), leftovers_killed=leftovers,
+                         peak_rss=peak)
     context.pump.flush_then_send({**outcome.header(), "job": header["job"]}, outcome.payload,
                                  outcome.files)
+    peakrss.settle(peak)  # after the end went out: the next job's peak is its own
