@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable, TypeVar
 
-from ..errors import DaemonUnavailable, JobLost
+from ..errors import DaemonUnavailable, JobLost, WarmdError
+
+T = TypeVar("T")
 
 RECONNECT_FOR = 30.0
 _FIRST_DELAY, _MAX_DELAY = 0.05, 2.0
@@ -50,6 +52,22 @@ def delays(seconds: float) -> Iterator[float]:
             return
         yield min(delay, left)
         delay = min(_MAX_DELAY, max(_FIRST_DELAY, delay * 2))
+
+
+def connect_again(open_: Callable[[], T], seconds: float, stop: Callable[[float], bool]) -> T | None:
+    """``open_()`` tried with backoff for ``seconds``: what it returned, or None when the
+    time ran out, ``stop(delay)`` said to stop, or a daemon refused us (another version,
+    a bad config), where trying again cannot help."""
+    for delay in delays(seconds):
+        if stop(delay):
+            return None
+        try:
+            return open_()
+        except (OSError, DaemonUnavailable):
+            continue
+        except WarmdError:
+            return None
+    return None
 
 
 def since(handles: list[Any]) -> int:

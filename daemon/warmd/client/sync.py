@@ -113,35 +113,29 @@ class Client(concurrent.futures.Executor):
             if self._feed is not None:
                 self._feed.disconnected(error, reconnecting=True)
         fail_waiting(waiting, error)
-        for delay in reconnects.delays(self._reconnect_for):
-            if self._stopping.wait(delay):
+        opened = reconnects.connect_again(self._open, self._reconnect_for, self._stopping.wait)
+        if opened is None:
+            return False
+        channel, core = opened
+        with self._lock:
+            if self._closed:  # close() came while this connected: it shut the old one
+                channel.close()
                 return False
-            try:
-                channel, core = self._open()
-            except (OSError, DaemonUnavailable):
-                continue
-            except WarmdError:
-                return False  # a daemon that refuses us (another version, a bad config)
-            with self._lock:
-                if self._closed:  # close() came while this connected: it shut the old one
-                    channel.close()
-                    return False
-                old, self._channel, self._core = self._channel, channel, core
-                followed = {job: reconnects.since(fs) for job, fs in self._jobs.items()}
-                if self._feed is not None:
-                    self._feed.reconnected(core.welcome.get("pid"))
-            old.close()
-            self._online.set()
-            try:
-                for job_id, seen in followed.items():  # the rest of their streams, or JobLost
-                    self._send_with(lambda j=job_id, n=seen: core.request("attach", job=j, since=n),
-                                    Reattach(job_id))
-                if self._feed is not None:
-                    self._send_with(lambda: core.request("watch"), Pending())
-            except OSError:
-                pass  # gone again: the read loop finds out
-            return True
-        return False
+            old, self._channel, self._core = self._channel, channel, core
+            followed = {job: reconnects.since(fs) for job, fs in self._jobs.items()}
+            if self._feed is not None:
+                self._feed.reconnected(core.welcome.get("pid"))
+        old.close()
+        self._online.set()
+        try:
+            for job_id, seen in followed.items():  # the rest of their streams, or JobLost
+                self._send_with(lambda j=job_id, n=seen: core.request("attach", job=j, since=n),
+                                Reattach(job_id))
+            if self._feed is not None:
+                self._send_with(lambda: core.request("watch"), Pending())
+        except OSError:
+            pass  # gone again: the read loop finds out
+        return True
 
     def _fail_all(self, error: BaseException) -> None:
         with self._lock:
