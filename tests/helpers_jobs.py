@@ -70,3 +70,19 @@ def shared_memory_and_pool(n):
         shm.unlink()
     leftover = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     return total, leftover.pid, resource_tracker._resource_tracker._pid
+
+
+CODE_CHANGES = []
+
+
+def track_code_changes():
+    """A warm-up hook: what warmd.on_code_change says, kept for the test to read."""
+    @warmd.on_code_change
+    def changed(names):
+        CODE_CHANGES.append(sorted(names))
+        if "brokenstep" in names:
+            raise RuntimeError("the application could not refresh its caches")
+
+
+def code_changes():
+    return list(CODE_CHANGES)

@@ -15,6 +15,7 @@ Public API::
     warmd.ref(job)                            # a job's result, as another job's argument
     stack = warmd.empty((n, 2048, 2048), "uint16")  # numpy arrays in a memfd: sent uncopied
     warmd.cancelled(), warmd.device(), warmd.xp()
+    warmd.on_code_change(callback)            # in a worker: called when user modules changed
 
 The asyncio client lives in ``warmd.aio``. Importing warmd imports neither
 numpy nor cupy.
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .errors import (ConfigError, DaemonUnavailable, FrameTooLarge, JobExit, JobLost, JobTimedOut, RemoteError,
                      RequestFailed, UnknownJob, UnsafePath, VersionMismatch, WarmdError)
-from .runtime import cancelled, device, job_id, progress, xp
+from .runtime import cancelled, device, job_id, on_code_change, progress, xp
 
 if TYPE_CHECKING:
     from .client.events import ChildProgress, Finished, Gap, Log, Output, Progress, StateChange, Warming
@@ -41,7 +42,7 @@ __all__ = ["Client", "JobFuture", "JobGroup", "GroupProgress", "ref", "ResultRef
            "RequestFailed", "ConfigError", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
            "FrameTooLarge", "empty", "zeros", "buffer",
            "Output", "Log", "Progress", "ChildProgress", "StateChange", "Warming", "Gap", "Finished",
-           "progress", "cancelled", "device", "xp", "job_id", "__version__"]
+           "progress", "cancelled", "device", "xp", "job_id", "on_code_change", "__version__"]
 
 _LAZY = {"Client": "client.sync", "JobFuture": "client.future", "JobCancelled": "client.outcome",
          "JobGroup": "client.group", "GroupProgress": "client.group", "ref": "client.refs",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from .protocol import MAX_PROGRESS_FIELDS
 
@@ -20,6 +20,7 @@ class JobContext(Protocol):
     def cancelled(self) -> bool: ...
     def device(self) -> int | None: ...
     def job_id(self) -> str | None: ...
+    def on_code_change(self, callback: Callable[[frozenset[str]], None]) -> None: ...
 
 
 class _Binding:
@@ -70,6 +71,19 @@ def job_id() -> str | None:
     """The id of the job running now, or None outside a job."""
     ctx = _binding.context
     return ctx.job_id() if ctx is not None else None
+
+
+def on_code_change(callback: Callable[[frozenset[str]], None]) -> Callable[[frozenset[str]], None]:
+    """Have ``callback(names)`` called in this worker before a job whose user modules (those
+    a client sends by value) changed since the worker last ran them: ``names`` are the
+    modules whose source changed. An application that caches the functions of user code
+    (compiled pipelines, registries) drops those entries there; a warm-up hook registers
+    it. An exception in it fails that job. No-op outside a worker; returns ``callback``,
+    so it can decorate."""
+    ctx = _binding.context
+    if ctx is not None:
+        ctx.on_code_change(callback)
+    return callback
 
 
 def xp() -> ModuleType:

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from .. import jobstdin, oob, proctree, runtime
 from ..channel import Channel
@@ -47,6 +47,7 @@ class WorkerContext:
         self.cancel_requested = False
         self.cancel_fd = cancel_fd
         self.named: set[str] = set()  # jobs the daemon named in the cancel pipe
+        self.code_change: list[Callable[[frozenset[str]], None]] = []  # warmd.on_code_change
         self.pid = os.getpid()
         if cancel_fd is not None:
             os.set_inheritable(cancel_fd, False)  # the job's own programs have no use for it
@@ -79,6 +80,9 @@ class WorkerContext:
 
     def job_id(self) -> str | None:
         return self.current_job
+
+    def on_code_change(self, callback: Callable[[frozenset[str]], None]) -> None:
+        self.code_change.append(callback)
 
     def on_sigint(self, signum: int, frame: Any) -> None:
         # Only the running job, and only if the daemon named it: a SIGINT racing a job's end is
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     root.setLevel(str(setup.get("log_level") or "warning").upper())
     spare = proctree.snapshot_identities()  # helpers started by warm-up stay warm
     peakrss.settle(peakrss.peak())  # the first job's peak is its own, not warm-up's
-    usercode = UserCode(warm_modules())
+    usercode = UserCode(warm_modules(), context.code_change)
     pump.flush_then_send({"t": "ready", "pid": os.getpid(), "token": secrets.token_hex(8),
                           "steps": steps, "seconds": round(time.perf_counter() - started, 6),
                           **({"gpu": gpu.ready_info()} if gpu is not None else {})})

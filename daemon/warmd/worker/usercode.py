@@ -8,7 +8,9 @@ frame names the versions its job needs. Before a call is unpickled, stale copies
 are dropped from ``sys.modules`` and an import hook serves the named sources, so
 the job's functions are ordinary module members (picklable by reference, as
 multiprocessing needs). A module whose source is unchanged since the last job is
-kept, with its state, like any warm module.
+kept, with its state, like any warm module. When a run names a new version of
+a module the worker ran before, the ``warmd.on_code_change`` callbacks are told,
+before the job is unpickled, so applications can drop what they cached of it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import importlib.util
 import os
 import sys
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 
 _SHA = "__warmd_sha__"
@@ -46,8 +48,10 @@ class _SourceLoader(importlib.abc.Loader):
 class UserCode(importlib.abc.MetaPathFinder):
     """Serves the modules of the current job's manifest; inert between jobs."""
 
-    def __init__(self, warm: set[str]) -> None:
+    def __init__(self, warm: set[str], on_change: list[Callable[[frozenset[str]], None]] = ()) -> None:
         self.warm = warm               # modules loaded by warm-up: never replaced
+        self.on_change = on_change     # warmd.on_code_change callbacks
+        self.ran: dict[str, str] = {}  # by name: the version the last run naming it had
         self.sources: dict[str, dict[str, Any]] = {}  # by name: the version the daemon sent last
         self.entries: dict[str, dict[str, Any]] = {}  # what the running job may import
         self.loaded: set[str] = set()  # names this hook has loaded: the only ones to check
@@ -74,6 +78,8 @@ class UserCode(importlib.abc.MetaPathFinder):
                                     f"(sha {sha[:12]}) before the job")
             entries[name] = entry
         self.entries = entries
+        changed = frozenset(n for n, sha in modules.items() if self.ran.get(n, sha) != sha)
+        self.ran.update(modules)
         for name in [n for n in self.loaded if n not in self.warm]:
             module = sys.modules.get(name)
             entry = self.entries.get(name)
@@ -84,6 +90,9 @@ class UserCode(importlib.abc.MetaPathFinder):
                 # import loads the client's version.
                 del sys.modules[name]
                 self.loaded.discard(name)
+        if changed:
+            for callback in list(self.on_change):
+                callback(changed)  # an error fails this job, with its traceback
 
     def clear(self) -> None:
         self.entries = {}
