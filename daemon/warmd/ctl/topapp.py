@@ -160,7 +160,7 @@ class TopApp(App[int]):
                 async for event in client.watch():
                     if isinstance(event, Disconnected):
                         reason = event.error
-                        if getattr(event, "reconnecting", False):  # the client connects again
+                        if event.reconnecting:  # the client connects again by itself
                             self._lost(reason, "reconnecting")
                             continue
                         break
