@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test deps test-deps venv bench fuzz clean
+.PHONY: demo test deps test-deps venv bench bench-openhcs test-openhcs fuzz clean
 
 # Debian packages systemd-python builds against (only when root and missing).
 deps:
@@ -68,6 +68,24 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt | deps
 
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# OpenHCS on warmd (examples/openhcs): its own environment, as openhcs is never a dependency
+# of warmd. `make bench-openhcs` measures it against OpenHCS's ZMQ execution server;
+# `make test-openhcs` runs the tests marked openhcs (they skip without it).
+OPENHCS_VENV  ?= bench/openhcs/.venv
+OPENHCS_STAMP := $(OPENHCS_VENV)/.installed
+
+$(OPENHCS_STAMP): pyproject.toml bench/openhcs/requirements.txt | deps
+	$(PYTHON) -m venv $(OPENHCS_VENV)
+	$(OPENHCS_VENV)/bin/pip install -q --upgrade pip
+	$(OPENHCS_VENV)/bin/pip install -q -e '.[test]' -r bench/openhcs/requirements.txt
+	touch $(OPENHCS_STAMP)
+
+bench-openhcs: $(OPENHCS_STAMP)
+	$(OPENHCS_VENV)/bin/python bench/openhcs/bench.py $(BENCH_ARGS)
+
+test-openhcs: $(OPENHCS_STAMP)
+	$(OPENHCS_VENV)/bin/python -m pytest -q -m openhcs tests/test_openhcs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info daemon/*.egg-info

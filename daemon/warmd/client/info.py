@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Iterable, TypeVar
 
 T = TypeVar("T")
 
@@ -141,3 +141,17 @@ class Status:
 
     def to_json(self) -> dict[str, Any]:
         return self.raw
+
+
+def family(jobs: Iterable[JobInfo], root: str) -> list[JobInfo]:
+    """The job ``root`` and every job below it (its children, the groups it opened and
+    their jobs, and theirs), as listed in ``jobs``, in their order."""
+    jobs = list(jobs)
+    ids, grew = {root}, True
+    while grew:
+        grew = False
+        for job in jobs:
+            if job.id not in ids and (job.parent in ids or job.group in ids):
+                ids.add(job.id)
+                grew = True
+    return [job for job in jobs if job.id in ids]
