@@ -260,6 +260,29 @@ def test_map_spreads_over_every_device(make_daemon):
 
 # ---------------------------------------------------------------- asyncio
 
+def test_a_group_takes_job_options_for_each_call_in_both_clients(make_daemon):
+    import asyncio
+
+    from warmd.aio import AsyncClient
+
+    d = make_daemon(FOUR)
+    with d.client() as client:
+        with client.group(name="named wells") as run:
+            well = run.submit_call(jobs.well, (1,), name="well A01", priority=5, log_level="info")
+        well.result(timeout=HANG)
+        row = {j.id: j for j in client.jobs()}[well.job_id]
+    assert (row.name, row.priority, row.group) == ("well A01", 5, run.job_id)
+
+    async def main():
+        async with AsyncClient(d.socket, autostart=False) as client:
+            async with await client.group(name="async named") as group:
+                job = await group.submit_call(jobs.well, (2,), name="well B02", timeout=60)
+            await job.result()
+            return {j.id: j for j in await client.jobs()}[job.job_id]
+    row = asyncio.run(asyncio.wait_for(main(), HANG))
+    assert (row.name, row.timeout) == ("well B02", 60)
+
+
 def test_the_async_client_maps_and_groups_as_the_sync_one_does(make_daemon):
     import asyncio
 

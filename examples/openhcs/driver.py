@@ -56,10 +56,9 @@ class WarmdProgress:
                        well=well, step=step, phase=phase)
 
 
-def run_well(task: openhcs_glue.WellTask, log_level: str | None = None) -> dict[str, Any]:
-    """One well, as its own warmd job: OpenHCS's per-lane execution on a warm worker."""
-    if log_level:
-        logging.getLogger().setLevel(log_level.upper())  # this job's level; warmd restores it
+def run_well(task: openhcs_glue.WellTask) -> dict[str, Any]:
+    """One well, as its own warmd job (named for its well, at the run's log level):
+    OpenHCS's per-lane execution on a warm worker."""
     warmd.progress(0, len(task.step_names), f"{task.well}: started", well=task.well, phase="started")
     return openhcs_glue.run_well(task, WarmdProgress(task.step_names))
 
@@ -113,7 +112,8 @@ def run_plate(plate_dir: str, *, wells: Sequence[str] | None = None, fan_out: bo
         with warmd.Client() as client:
             # The group is this job's child: cancelling this job cancels every well.
             with client.group(name=f"openhcs {Path(plate_dir).name}") as group:
-                futures = [group.submit(run_well, task, level) for task in tasks]
+                futures = [group.submit_call(run_well, (task,), name=f"well {task.well}",
+                                             log_level=level.lower()) for task in tasks]
                 if forward_logs:
                     forwarder = threading.Thread(target=_forward_logs, daemon=True,
                                                  args=([(t.well, f) for t, f in zip(tasks, futures)],))

@@ -37,6 +37,12 @@ class AsyncJobGroup:
     async def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         return await self.submit_job(self._client._core.call(fn, args, kwargs, self._client._modules))
 
+    async def submit_call(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
+                          *, device: int | None = None, **options: Any) -> Any:
+        """See ``JobGroup.submit_call``."""
+        request = self._client._core.call(fn, args, kwargs or {}, self._client._modules)
+        return await self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
+
     async def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None) -> Any:
         if self._closed:
             raise RuntimeError(f"group {self.job_id} is closed: it takes no more jobs")

@@ -78,6 +78,13 @@ class JobGroup(concurrent.futures.Executor):
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         return self.submit_job(self._client._core.call(fn, args, kwargs, self._client._modules))
 
+    def submit_call(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
+                    device: int | None = None, **options: Any) -> Any:
+        """A call into the group with the job's options (name, timeout, priority, log_level,
+        env, stdin), as ``Client.submit_call`` takes them."""
+        request = self._client._core.call(fn, args, kwargs or {}, self._client._modules)
+        return self.submit_job(request.with_options(jobspec.JobOptions(**options)), device=device)
+
     def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None) -> Any:
         if self._closed:
             raise RuntimeError(f"group {self.job_id} is closed: it takes no more jobs")

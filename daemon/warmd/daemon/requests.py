@@ -18,13 +18,13 @@ from . import fields, rerun, streams
 from .cancel import STAGES
 from .groups import Families
 from .handoff import Handoff, UnknownNeed
-from .watch import Watchers
 from .connections import ClientConnection
 from .fields import BadRequest
 from .jobs import AmbiguousJob, Job, JobTable, ModuleCopy
 from .placement import Placement
 from .pool import LIVE, WorkerProcess
 from .streams import Cursor
+from .watch import Watchers
 
 log = logging.getLogger("warmd")
 
