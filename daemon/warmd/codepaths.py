@@ -27,8 +27,19 @@ def installed_roots() -> tuple[str, ...]:
     return tuple(sorted(r.rstrip(os.sep) + os.sep for r in roots))
 
 
+@lru_cache(maxsize=4096)
+def _real_dir(directory: str) -> str:
+    # A scientific stack imports thousands of modules from a few hundred directories:
+    # resolving each directory once makes a client's first scan of sys.modules take
+    # milliseconds instead of a tenth of a second (realpath stats every component).
+    return os.path.realpath(directory)
+
+
 def is_user_file(path: str) -> bool:
-    real = os.path.realpath(path)
+    directory, base = os.path.split(os.path.abspath(path))
+    real = os.path.join(_real_dir(directory), base)
+    if os.path.islink(real):
+        real = os.path.realpath(real)
     return not real.startswith(installed_roots())
 
 
