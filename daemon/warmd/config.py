@@ -215,6 +215,13 @@ class Config:
         return {t: {k: list(v) if isinstance(v, tuple) else v for k, v in kv.items()}
                 for t, kv in self.values.items()}
 
+    @property
+    def warm_packages(self) -> list[str]:
+        """The top-level packages warm-up imports (``warmup.import`` and the hooks' modules):
+        clients send them by reference, so that jobs see the warm state."""
+        warmup = self.values["warmup"]
+        return sorted({name.split(":")[0].split(".")[0] for name in (*warmup["import"], *warmup["hooks"])})
+
 
 def defaults() -> dict[str, dict[str, Any]]:
     return {table: {key: default for key, (_, default) in keys.items()} for table, keys in SCHEMA.items()}

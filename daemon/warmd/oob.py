@@ -78,6 +78,14 @@ def _memoryview(data: Any, format: str, shape: tuple) -> memoryview:
 
 
 def dumps(pickler: Callable[..., pickle.Pickler], obj: Any, min_bytes: int = MIN_BUFFER) -> Pickled:
+    return carry(*pickle_out(pickler, obj, min_bytes))
+
+
+def pickle_out(pickler: Callable[..., pickle.Pickler], obj: Any,
+               min_bytes: int = MIN_BUFFER) -> tuple[bytes, list[memoryview]]:
+    """The pickle of ``obj`` and its buffers of at least ``min_bytes``, kept out of it in
+    order (``pickle.loads(payload, buffers=kept)`` undoes it): what ``carry`` puts in
+    memfds, or what another transport (Dask's, say) carries as it carries buffers."""
     kept: list[memoryview] = []
 
     def keep_out(buffer: pickle.PickleBuffer) -> bool:
@@ -94,7 +102,14 @@ def dumps(pickler: Callable[..., pickle.Pickler], obj: Any, min_bytes: int = MIN
     made = pickler(stream, protocol=5, buffer_callback=keep_out)
     made.min_bytes = min_bytes
     made.dump(obj)
-    out = Pickled(stream.getvalue())
+    return stream.getvalue(), kept
+
+
+def carry(payload: bytes, kept: Sequence[memoryview]) -> Pickled:
+    """``payload`` with its out-of-band buffers in memfds: a buffer that already lives in
+    a memfd (``warmd.inplace``) goes as that file, the others are copied once into one
+    new sealed memfd."""
+    out = Pickled(payload)
     if not kept:
         return out
     index: dict[int, int] = {}  # id of a Descriptor -> its place in out.files
@@ -158,8 +173,12 @@ def loads(payload: Any, buffers: list[list[int]] | None, files: Sequence[Descrip
           load: Callable[..., Any] = pickle.loads) -> Any:
     """Unpickle what ``dumps`` made, each buffer a private mapping of its file, checked first
     (BadBuffers: see ``check``). ``load`` takes ``buffers=`` as pickle.loads does."""
+    views = mapped(buffers, files)
+    return load(payload, buffers=views) if views else load(payload)
+
+
+def mapped(buffers: list[list[int]] | None, files: Sequence[Descriptor]) -> list[memoryview]:
+    """The buffers a frame lists, each a private, writable mapping of its file (checked
+    first: BadBuffers)."""
     check(buffers, files)
-    if not buffers:
-        return load(payload)
-    return load(payload, buffers=[memfd.map_private(files[i], offset, size)
-                                  for i, offset, size in buffers])
+    return [memfd.map_private(files[i], offset, size) for i, offset, size in buffers or ()]

@@ -186,9 +186,14 @@ class UserModules:
         return entry
 
 
+def call_name(fn: Callable[..., Any]) -> str:
+    """What a call job is named by default: the function's qualified name."""
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
 def call(fn: Callable[..., Any], args: tuple, kwargs: dict, modules: UserModules,
          min_buffer: int = oob.MIN_BUFFER) -> JobRequest:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    name = call_name(fn)
     needs: list[str] = []
     pickled = dumps((fn, tuple(args), dict(kwargs)), needs, min_buffer)
     # The import directories travel in the header: wrapping the call's pickle with them
@@ -233,11 +238,16 @@ def dumps(obj: Any, needs: list[str], min_buffer: int = oob.MIN_BUFFER) -> oob.P
     other jobs' results (``warmd.ref``, futures) pickle as such, their job ids added to
     ``needs``; and large buffers (array data) are kept out of the pickle, in memfds
     (see ``warmd.oob``)."""
-    def pickler(stream: Any, **options: Any) -> Any:
+    return oob.dumps(pickler(needs), obj, min_buffer)
+
+
+def pickler(needs: list[str]) -> Callable[..., Any]:
+    """Makes the Pickler ``dumps`` uses: job references it meets are added to ``needs``."""
+    def make(stream: Any, **options: Any) -> Any:
         made = _pickler()(stream, **options)
         made.needs = needs
         return made
-    return oob.dumps(pickler, obj, min_buffer)
+    return make
 
 
 @functools.lru_cache(maxsize=1)

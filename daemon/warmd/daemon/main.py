@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="daemon.log_level")
     p.add_argument("--detach", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    # The read end of a pipe whose writer is the process that started this daemon: its
+    # end (EOF, when that process exits however it exits) stops the daemon as SIGTERM does.
+    p.add_argument("--lifeline-fd", type=int, help=argparse.SUPPRESS)
     return p
 
 
@@ -109,9 +112,21 @@ def main(argv: list[str] | None = None) -> int:
     supervisor = Supervisor(config, lst, started_by, placement, Notifier(), JobOutputLog(), files)
     log.debug("config from %s", config.source)
     try:
-        return asyncio.run(supervisor.run(on_listening=lambda: ready.send("ok")))
+        return asyncio.run(_serve(supervisor, ready, args.lifeline_fd))
     finally:
         lst.remove()
+
+
+async def _serve(supervisor: Supervisor, ready: "_ReadyPipe", lifeline: int | None) -> int:
+    if lifeline is not None:
+        loop = asyncio.get_running_loop()
+
+        def starter_gone() -> None:
+            loop.remove_reader(lifeline)
+            supervisor.request_stop("the process that started it exited")
+
+        loop.add_reader(lifeline, starter_gone)
+    return await supervisor.run(on_listening=lambda: ready.send("ok"))
 
 
 class _ReadyPipe:

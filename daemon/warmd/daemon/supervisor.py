@@ -75,10 +75,7 @@ class Supervisor:
         self.started = time.time()
         self.python = python_version()
         self.cloudpickle = cloudpickle_version()
-        # Packages warm-up imports: clients send them by reference so jobs see the warm state.
-        warmup = config["warmup"]
-        self.warm_packages = sorted({name.split(":")[0].split(".")[0]
-                                     for name in (*warmup["import"], *warmup["hooks"])})
+        self.warm_packages = config.warm_packages
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: UnixServer | None = None
         self._clients_gone: asyncio.Event | None = None  # set while the stopped daemon drains

@@ -1,0 +1,48 @@
+"""Job functions of the Dask tests. This file is user code: it travels by value."""
+import logging
+import os
+import subprocess
+import sys
+
+import warmd
+
+import helpers_dask_warm
+
+
+def touch():
+    return helpers_dask_warm.touch()
+
+
+def steps(n):
+    for i in range(n):
+        print(f"line {i}", flush=True)
+        warmd.progress(i + 1, n, f"step {i + 1}", step=i)
+        logging.getLogger("steps").warning("record %d", i)
+    print("to stderr", file=sys.stderr, flush=True)
+    return n
+
+
+def wait_for(fifo, marker=None):
+    """Block until someone opens ``fifo`` for writing and closes it; then leave ``marker``."""
+    print(f"waiting {os.getpid()}", flush=True)
+    with open(fifo) as f:
+        f.read()
+    if marker:
+        open(marker, "w").close()
+    return "released"
+
+
+def sleeper_child():
+    """Start a child that would sleep for an hour, say its pid, and wait for it."""
+    child = subprocess.Popen(["sleep", "3600"])
+    print(f"child {child.pid} worker {os.getpid()}", flush=True)
+    child.wait()
+    return "child ended"
+
+
+def double(array):
+    return array * 2
+
+
+def fail(message):
+    raise ValueError(message)
