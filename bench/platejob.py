@@ -47,6 +47,13 @@ def run(wells: int = WELLS, size: int = SIZE, seed: int = 0) -> dict:
     return {"wells": results, "compute_seconds": end - start, "seconds": end - began}
 
 
+def well(w: int, size: int = SIZE, seed: int = 0) -> int:
+    """One well of a plate as a job of its own (the fan-out form): its nuclei."""
+    xp, ndi = warmd.xp(), pipeline.ndimage()
+    img = xp.asarray(pipeline.synthetic_plate(1, size, seed=seed + w)[0])
+    return analyse_well(img, xp, ndi)["otsu_objects"]
+
+
 def warm() -> None:
     """Warm-up hook: every step once on a tiny plate."""
     run(wells=1, size=64)

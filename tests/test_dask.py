@@ -1,6 +1,7 @@
 """warmd.dask on a real LocalCluster (processes): a warmd daemon beside each Dask worker."""
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import signal
@@ -156,6 +157,17 @@ def test_cancel_a_running_job_kills_its_processes_and_keeps_the_worker_warm(clie
     after = client.submit(helpers_dask.touch).result()
     assert after["pid"] == worker == before["pid"]           # the same warm process
     assert after["warmups"] == 1 and after["calls"] == before["calls"] + 1
+
+
+def test_a_job_dask_itself_cancels_while_it_runs_loses_its_processes_too(client):
+    job = client.submit(helpers_dask.sleeper_child)
+    child = psutil.Process(int(first_line(job, "child").split()[1]))
+    client.dask.cancel(job.dask_future)          # Dask's own cancel only forgets the task
+    gone, alive = psutil.wait_procs([child], timeout=30)
+    assert gone and not alive
+    with pytest.raises(concurrent.futures.CancelledError):
+        job.result()
+    assert client.submit(helpers_dask.touch).result()["warmups"] == 1
 
 
 def test_a_group_cancels_as_one_and_rolls_up_progress(client, tmp_path):

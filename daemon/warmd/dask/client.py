@@ -67,7 +67,7 @@ class Client(concurrent.futures.Executor):
     def submit_call(self, fn: Callable[..., Any], args: tuple = (), kwargs: dict | None = None,
                     **options: Any) -> DaskJob:
         """``submit`` with the job's options: ``device``, ``name``, ``timeout``, ``priority``
-        (within its Dask worker's daemon), ``log_level``, ``env``, ``env_update``, as
+        (Dask's priority of its task too), ``log_level``, ``env``, ``env_update``, as
         ``warmd.Client.submit_call`` takes them (``stdin`` cannot leave this machine)."""
         return self._call(fn, args, kwargs, options)
 
@@ -159,7 +159,8 @@ class Client(concurrent.futures.Executor):
         carried: Any = spec
         if len(spec.payload) + sum(b.nbytes for b in spec.buffers) > SCATTER_BYTES:
             carried = self.dask.scatter(spec, hash=False)
-        job.dask_future = self.dask.submit(run_job, carried, self.plugin, self._topic, key=key, pure=False)
+        job.dask_future = self.dask.submit(run_job, carried, self.plugin, self._topic, key=key, pure=False,
+                                           priority=spec.fields.get("priority", 0))
         job.dask_future.add_done_callback(lambda future: self._settle(job, future))
         return job
 
@@ -193,7 +194,8 @@ class Client(concurrent.futures.Executor):
         outcomes = self.dask.run(cancel_here, keys, self.plugin, mode, on_error="return")
         reached = {key for per in outcomes.values() if isinstance(per, dict)
                    for key, said in per.items() if said in ("cancelled", "finished")}
-        rest = [job.dask_future for job in jobs if job.key not in reached]
+        # A task that ended meanwhile keeps its end: only the others are Dask's to forget.
+        rest = [job.dask_future for job in jobs if job.key not in reached and not job.dask_future.done()]
         if rest:
             self.dask.cancel(rest)
 

@@ -137,8 +137,8 @@ class WarmWorkers(WorkerPlugin):
         """The daemon's pid, socket and workers (for tests and ``Client.daemons``)."""
         status = self.client.status()
         return {"pid": self.daemon.pid, "socket": str(self.daemon.socket),
-                "workers": [{"pid": w.pid, "state": w.state, "jobs_run": w.jobs_run, "token": w.token}
-                            for w in status.workers]}
+                "workers": [{"pid": w.pid, "state": w.state, "jobs_run": w.jobs_run, "token": w.token,
+                             "warmup_seconds": w.warmup_seconds} for w in status.workers]}
 
 
 def _plugin(worker: Any, name: str) -> WarmWorkers:
