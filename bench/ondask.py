@@ -7,8 +7,9 @@ A LocalCluster of 2 worker processes with 1 thread each (processes=True). In one
 interleaved run, for each of warmd.dask (a warmd daemon beside each Dask worker, one
 warm worker each) and plain ``distributed.Client.submit``/``map``:
 
-- round trip: ``submit(noop).result()``, ``--calls`` times in a row; the median and
-  p90, and warmd.dask's overhead over Dask's;
+- round trip: ``submit(noop).result()``, ``--calls`` times per round, the two
+  systems alternating call by call; the median and p90, and warmd.dask's overhead
+  over Dask's;
 - fan-out: 64 jobs of 50 ms (a sleep) mapped over the 2 workers: the wall time and
   its efficiency (ideal 1.6 s over measured);
 - the plate: 8 wells of bench/platejob.py (scipy.ndimage and scikit-image), one job
@@ -153,9 +154,10 @@ def main() -> int:
                 system.map(platejob.well, range(WELLS))
                 system.map(jobs.busy_wait, range(4), [0.0] * 4)
             for r in range(args.rounds):
-                for system in (systems if r % 2 == 0 else systems[::-1]):
-                    for _ in range(args.calls):
+                for _ in range(args.calls):  # call by call, so that noise hits both alike
+                    for system in systems:
                         trips[system.name].append(timed(system.call, jobs.noop))
+                for system in (systems if r % 2 == 0 else systems[::-1]):
                     fans[system.name].append(timed(system.map, jobs.busy_wait, range(FAN), [FAN_SECONDS] * FAN))
                     plates[system.name].append(timed(system.map, platejob.well, range(WELLS)))
                 out(f"  round {r + 1}/{args.rounds}")

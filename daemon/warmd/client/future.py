@@ -68,15 +68,21 @@ class JobFuture(concurrent.futures.Future):
         """The job's output, log, progress and state events from index ``start``, until it ends."""
         i = start
         while True:
-            with self._stream:
-                while i >= len(self._events) and self._end is None and self._error is None:
-                    self._stream.wait()
-                batch = self._events[i:]
-                over = self._end is not None or self._error is not None
+            batch, over = self.events_since(i)
             yield from batch
             i += len(batch)
-            if over and i >= len(self._events):
+            if over and not batch:
                 return
+
+    def events_since(self, start: int, timeout: float | None = None) -> tuple[list[Event], bool]:
+        """The events from index ``start`` that have come, waiting up to ``timeout`` seconds
+        (None: until one comes or the job ends) when there are none yet; and whether the
+        job's stream has ended (then the list holds all that is left)."""
+        with self._stream:
+            if start >= len(self._events) and self._end is None and self._error is None:
+                self._stream.wait_for(lambda: start < len(self._events) or self._end is not None
+                                      or self._error is not None, timeout)
+            return self._events[start:], self._end is not None or self._error is not None
 
     def output(self, stream: str = "stdout") -> str:
         """All text the job wrote to ``stream`` that this client received (a ``Gap`` event

@@ -78,21 +78,22 @@ class CarriedEnd:
     payload: bytes
     info: dict[str, Any]
     buffers: list[memoryview]
-    events: int
+    events: int                 # how many it sent as they came
     worker: str = ""            # the Dask worker's address
+    tail: list[dict] = field(default_factory=list)  # the events it had not sent yet
 
 
     @classmethod
-    def of(cls, end: Finished, sent: int, worker: str) -> "CarriedEnd":
+    def of(cls, end: Finished, sent: int, worker: str, tail: list[dict]) -> "CarriedEnd":
         info = {k: v for k, v in end.info.items() if k != "buffers"}
         views = oob.mapped(end.info.get("buffers"), end.files) if end.state == "succeeded" else []
-        return cls(end.state, end.exit_status, end.error, end.payload, info, views, sent, worker)
+        return cls(end.state, end.exit_status, end.error, end.payload, info, views, sent, worker, tail)
 
     @classmethod
     def refused(cls, state: str, message: str, error_type: str, worker: str) -> "CarriedEnd":
         """An end the Dask task made itself, without running the job (cancelled before it
         started, or its worker's daemon could not take it)."""
-        return cls(state, 0, {"type": error_type, "message": message}, b"", {}, [], 0, worker)
+        return cls(state, 0, {"type": error_type, "message": message}, b"", {}, [], 0, worker, [])
 
     def value(self, key: str) -> Any:
         """The return value; raises what the job raised, as ``warmd.Client`` would."""

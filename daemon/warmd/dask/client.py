@@ -168,7 +168,7 @@ class Client(concurrent.futures.Executor):
         message = event[1]
         job = self._jobs.get(message.get("key", ""))
         if job is not None:
-            job._event(message)
+            job._event(message.get("events", []))
 
     def _settle(self, job: DaskJob, future: Any) -> None:
         """On Dask's callback thread, once the job's task is done, erred or cancelled."""

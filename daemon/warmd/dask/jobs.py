@@ -94,19 +94,19 @@ class DaskJob(concurrent.futures.Future):
         return self.cancelled()
 
     # -- fed by the client: events on its Dask event loop, the end on Dask's callback thread
-    def _event(self, message: dict[str, Any]) -> None:
-        event = event_of(message)
-        if event is None:
-            return
+    def _event(self, messages: list[dict[str, Any]]) -> None:
+        found = [e for e in map(event_of, messages) if e is not None]
         with self._stream:
-            self._events.append(event)
+            self._events.extend(found)
             self._stream.notify_all()
         if self.group is not None:
-            self.group._news(self, event)
+            for event in found:
+                self.group._news(self, event)
 
     def _ended(self, end: CarriedEnd | None, error: BaseException | None = None) -> None:
         if end is not None:
             self._catch_up(end.events)
+            self._event(end.tail)
         with self._stream:
             self._end = end
         if error is not None:

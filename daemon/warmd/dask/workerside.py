@@ -22,6 +22,7 @@ import hashlib
 import logging
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +37,8 @@ log = logging.getLogger("warmd.dask")
 _REMEMBERED = 10000        # keys cancelled before they came here, kept to refuse them
 _SOCKET_MAX = 100          # a Unix socket path must fit in 108 bytes
 _TASK_LEFT = ("cancelled", "released", "forgotten")
+FLUSH_SECONDS = 0.02       # how long an event may wait to travel with the next ones
+FLUSH_EVENTS = 256
 
 
 def plugin_name(config_text: str) -> str:
@@ -103,10 +106,7 @@ class WarmWorkers(WorkerPlugin):
             future = self.client.submit_job(job.request(), device=job.device)
             self._running[key] = future
         try:
-            sent = 0
-            for event in future.events():
-                send(event_message(key, event))
-                sent += 1
+            sent, tail = forward(future, key, send)
             try:
                 future.exception()
             except BaseException:
@@ -116,7 +116,7 @@ class WarmWorkers(WorkerPlugin):
                 reason = future.exception() if not future.cancelled() else None
                 return CarriedEnd.refused("lost", f"the warmd daemon beside Dask worker {self.address} "
                                           f"went away while job {key} ran: {reason}", "JobLost", self.address)
-            return CarriedEnd.of(end, sent, self.address)
+            return CarriedEnd.of(end, sent, self.address, tail)
         finally:
             with self._lock:
                 self._running.pop(key, None)
@@ -139,6 +139,27 @@ class WarmWorkers(WorkerPlugin):
         return {"pid": self.daemon.pid, "socket": str(self.daemon.socket),
                 "workers": [{"pid": w.pid, "state": w.state, "jobs_run": w.jobs_run, "token": w.token,
                              "warmup_seconds": w.warmup_seconds} for w in status.workers]}
+
+
+def forward(future: Any, key: str, send: Callable[[dict], None]) -> tuple[int, list[dict]]:
+    """Send ``future``'s events as they come, a batch at most every FLUSH_SECONDS (each
+    message on Dask's streams can hold back the next one by their batching interval);
+    the events of its last moments go back with its end instead. Returns how many were
+    sent and the rest."""
+    sent, index, pending, since = 0, 0, [], 0.0
+    while True:
+        wait = None if not pending else max(0.0, since + FLUSH_SECONDS - time.monotonic())
+        batch, over = future.events_since(index, wait)
+        index += len(batch)
+        if batch and not pending:
+            since = time.monotonic()
+        pending += [event_message(key, event) for event in batch]
+        if over:
+            return sent, pending
+        if pending and (time.monotonic() - since >= FLUSH_SECONDS or len(pending) >= FLUSH_EVENTS):
+            send({"key": key, "events": pending})
+            sent += len(pending)
+            pending = []
 
 
 def _plugin(worker: Any, name: str) -> WarmWorkers:
