@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Iterator, Union
 
 from ..protocol import Frame
 
@@ -96,6 +96,18 @@ class Gap:
                  "systemd, to keep whole outputs; or raise daemon.replay_max_bytes)")
         return (f"[{missed} missed here ({self.missed_events} events): the daemon keeps the last "
                 f"{_mib(self.kept_bytes)} of a job's output for late and slow readers; {where}]")
+
+
+def follow(since: "Callable[[int], tuple[list[Any], bool]]", start: int = 0) -> "Iterator[Any]":
+    """Iterate a stream from index ``start`` until it ends: ``since(i)`` waits for the items
+    from ``i`` (or the end) and returns them and whether the stream has ended."""
+    i = start
+    while True:
+        batch, over = since(i)
+        yield from batch
+        i += len(batch)
+        if over and not batch:
+            return
 
 
 def output_text(events: "list[Event]", stream: str = "stdout") -> str:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from ..errors import WarmdError
-from .events import Event, Finished, output_text
+from .events import Event, Finished, follow, output_text
 from .outcome import JobCancelled, result_of
 
 
@@ -66,13 +66,7 @@ class JobFuture(concurrent.futures.Future):
     # -- streaming
     def events(self, start: int = 0) -> Iterator[Event]:
         """The job's output, log, progress and state events from index ``start``, until it ends."""
-        i = start
-        while True:
-            batch, over = self.events_since(i)
-            yield from batch
-            i += len(batch)
-            if over and not batch:
-                return
+        return follow(self.events_since, start)
 
     def events_since(self, start: int, timeout: float | None = None) -> tuple[list[Event], bool]:
         """The events from index ``start`` that have come, waiting up to ``timeout`` seconds

@@ -60,7 +60,37 @@ def rollup(events: Iterable[Any]) -> GroupProgress:
     return GroupProgress(last.children_done, last.children_total, latest)
 
 
-class JobGroup(concurrent.futures.Executor):
+class GroupExecutor(concurrent.futures.Executor):
+    """What every kind of group does with its ``cancel``, ``wait`` and ``close``: the
+    Executor's ``shutdown``, and as a context manager, wait for its jobs, or cancel them
+    if the block raised."""
+
+    def cancel(self, force: bool = False) -> bool:
+        raise NotImplementedError
+
+    def wait(self, timeout: float | None = None) -> Finished:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            self.cancel()
+        elif wait:
+            self.wait()
+        else:
+            self.close()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is not None:
+            self.cancel()
+        else:
+            self.wait()
+        return False
+
+
+class JobGroup(GroupExecutor):
     """An Executor whose jobs form one group: ``submit``, ``map``, ``cancel()``,
     ``progress``, ``wait()``. As a context manager it closes the group and waits for
     its jobs, or cancels them if the block raised."""
@@ -133,21 +163,6 @@ class JobGroup(concurrent.futures.Executor):
                 raise self._future.exception()
             raise TimeoutError(f"group {self.job_id} did not end within {timeout} s")
         return end
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        if cancel_futures:
-            self.cancel()
-        elif wait:
-            self.wait()
-        else:
-            self.close()
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        if exc_type is not None:
-            self.cancel()
-        else:
-            self.wait()
-        return False
 
 
 def results_in_order(futures: list[Any], timeout: float | None,

@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Protocol
 
-from ..client.events import ChildProgress, Event, Finished, Gap, Progress, output_text
-from ..client.group import GroupProgress, results_in_order, rollup
+from ..client.events import ChildProgress, Event, Finished, Gap, Progress, follow, output_text
+from ..client.group import GroupExecutor, GroupProgress, results_in_order, rollup
 from .carry import CarriedEnd, event_of
 
 EVENT_GRACE = 5.0   # seconds to wait for events sent before a job's end but not yet here
@@ -68,17 +68,12 @@ class DaskJob(concurrent.futures.Future):
 
     def events(self, start: int = 0) -> Iterator[Event]:
         """Output, log, progress and state events from index ``start``, until the job ends."""
-        i = start
-        while True:
-            with self._stream:
-                while i >= len(self._events) and not self.done():
-                    self._stream.wait()
-                batch = self._events[i:]
-                over = self.done()
-            yield from batch
-            i += len(batch)
-            if over and i >= len(self._events):
-                return
+        return follow(self._since, start)
+
+    def _since(self, start: int) -> tuple[list[Event], bool]:
+        with self._stream:
+            self._stream.wait_for(lambda: start < len(self._events) or self.done())
+            return self._events[start:], self.done()
 
     def output(self, stream: str = "stdout") -> str:
         with self._stream:
@@ -138,7 +133,7 @@ class DaskJob(concurrent.futures.Future):
                 self._events.append(Gap(self.key, -1, missing, None, 0, None))
 
 
-class DaskGroup(concurrent.futures.Executor):
+class DaskGroup(GroupExecutor):
     """Jobs submitted as one run on Dask: ``submit``, ``map``, ``cancel()``, ``progress``,
     ``events()`` (a ``ChildProgress`` for each job's news) and ``wait()``. As a context
     manager it waits for its jobs, or cancels them if the block raised."""
@@ -183,17 +178,12 @@ class DaskGroup(concurrent.futures.Executor):
 
     def events(self, start: int = 0) -> Iterator[ChildProgress]:
         """A ``ChildProgress`` for each job's news (progress, end), until every job ended."""
-        i = start
-        while True:
-            with self._stream:
-                while i >= len(self._news_events) and not self._over():
-                    self._stream.wait()
-                batch = self._news_events[i:]
-                over = self._over()
-            yield from batch
-            i += len(batch)
-            if over and i >= len(self._news_events):
-                return
+        return follow(self._since, start)
+
+    def _since(self, start: int) -> tuple[list[ChildProgress], bool]:
+        with self._stream:
+            self._stream.wait_for(lambda: start < len(self._news_events) or self._over())
+            return self._news_events[start:], self._over()
 
     def _over(self) -> bool:
         return self._closed and all(job.done() for job in self.jobs)
@@ -226,21 +216,6 @@ class DaskGroup(concurrent.futures.Executor):
         else:
             state = "cancelled" if any(j.cancelled() for j in self.jobs) else "failed"
         return Finished(self.key, state, 0, None)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        if cancel_futures:
-            self.cancel()
-        elif wait:
-            self.wait()
-        else:
-            self.close()
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        if exc_type is not None:
-            self.cancel()
-        else:
-            self.wait()
-        return False
 
     def _news(self, job: DaskJob, event: Event | None) -> None:
         """A job's progress report or end, as the ``ChildProgress`` a local group sends."""
