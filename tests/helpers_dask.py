@@ -46,3 +46,9 @@ def double(array):
 
 def fail(message):
     raise ValueError(message)
+
+
+def print_lines(n, width):
+    for i in range(n):
+        print(f"{i:08d}" + "x" * (width - 9), flush=True)
+    return n

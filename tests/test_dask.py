@@ -94,6 +94,13 @@ def test_events_stream_in_order_and_the_result_comes_back(client):
     assert job.finished.info["dask_worker"].startswith("tcp://")
 
 
+def test_megabytes_of_output_arrive_whole_and_in_order(client):
+    job = client.submit(helpers_dask.print_lines, 3000, 1024)   # 3 MiB, in many messages
+    assert job.result() == 3000
+    assert job.output() == "".join(f"{i:08d}" + "x" * 1015 + "\n" for i in range(3000))
+    assert not [e for e in job.events() if isinstance(e, warmd.Gap)]
+
+
 def test_errors_arrive_as_their_own_type(client):
     job = client.submit(helpers_dask.fail, "bad well")
     with pytest.raises(ValueError, match="bad well") as raised:

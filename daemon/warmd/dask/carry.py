@@ -141,7 +141,10 @@ _KINDS = {cls.__name__: cls for cls in (events.Output, events.Log, events.Progre
 
 
 def event_message(key: str, event: Event) -> dict[str, Any]:
-    return {"key": key, "type": type(event).__name__, **dataclasses.asdict(event)}
+    fields = dataclasses.asdict(event)
+    if "data" in fields:  # output arrives as a view of the frame it came in: msgpack wants bytes
+        fields["data"] = bytes(fields["data"])
+    return {"key": key, "type": type(event).__name__, **fields}
 
 
 def event_of(message: dict[str, Any]) -> Event | None:

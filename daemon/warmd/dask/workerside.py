@@ -39,6 +39,7 @@ _SOCKET_MAX = 100          # a Unix socket path must fit in 108 bytes
 _TASK_LEFT = ("cancelled", "released", "forgotten")
 FLUSH_SECONDS = 0.02       # how long an event may wait to travel with the next ones
 FLUSH_EVENTS = 256
+FLUSH_BYTES = 64 << 10     # of output per message: the scheduler keeps a topic's last 1000 messages
 
 
 def plugin_name(config_text: str) -> str:
@@ -146,20 +147,24 @@ def forward(future: Any, key: str, send: Callable[[dict], None]) -> tuple[int, l
     message on Dask's streams can hold back the next one by their batching interval);
     the events of its last moments go back with its end instead. Returns how many were
     sent and the rest."""
-    sent, index, pending, since = 0, 0, [], 0.0
+    sent, index, pending, size, since = 0, 0, [], 0, 0.0
     while True:
         wait = None if not pending else max(0.0, since + FLUSH_SECONDS - time.monotonic())
         batch, over = future.events_since(index, wait)
         index += len(batch)
         if batch and not pending:
             since = time.monotonic()
-        pending += [event_message(key, event) for event in batch]
+        for event in batch:
+            pending.append(event_message(key, event))
+            size += len(getattr(event, "data", b""))
+            if size >= FLUSH_BYTES or len(pending) >= FLUSH_EVENTS:
+                send({"key": key, "events": pending})
+                sent, pending, size, since = sent + len(pending), [], 0, time.monotonic()
         if over:
             return sent, pending
-        if pending and (time.monotonic() - since >= FLUSH_SECONDS or len(pending) >= FLUSH_EVENTS):
+        if pending and time.monotonic() - since >= FLUSH_SECONDS:
             send({"key": key, "events": pending})
-            sent += len(pending)
-            pending = []
+            sent, pending, size = sent + len(pending), [], 0
 
 
 def _plugin(worker: Any, name: str) -> WarmWorkers:
