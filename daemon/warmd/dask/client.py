@@ -103,7 +103,8 @@ class Client(concurrent.futures.Executor):
 
     # ---------------------------------------------------------------- the workers' daemons
     def daemons(self) -> dict[str, dict[str, Any]]:
-        """Each Dask worker's warmd daemon: its pid, socket and warm workers, by worker address."""
+        """Each Dask worker's warmd daemon: its pid, socket, log file and warm workers, by
+        worker address."""
         return self.dask.run(daemon_here, self.plugin)
 
     def stop_daemons(self) -> None:

@@ -78,7 +78,7 @@ class WarmWorkers(WorkerPlugin):
             args += ["--spares", str(self.spares)]
         self.daemon = LocalDaemon(root, self.config_text, tuple(args),
                                   pythonpath=(*self.pythonpath, local_directory),
-                                  private_dirs=False, lifeline=True).start()
+                                  private_dirs=False, lifeline=True, remove_root=True).start()
         self.client = self.daemon.client(reconnect=False)
         log.info("warmd daemon %d for Dask worker %s: %d workers, socket %s",
                  self.daemon.pid, self.address, threads, self.daemon.socket)
@@ -135,9 +135,10 @@ class WarmWorkers(WorkerPlugin):
         return "cancelled" if future.cancel(mode=mode) else "finished"
 
     def status(self) -> dict[str, Any]:
-        """The daemon's pid, socket and workers (for tests and ``Client.daemons``)."""
+        """The daemon's pid, socket, log file and workers (``Client.daemons``)."""
         status = self.client.status()
         return {"pid": self.daemon.pid, "socket": str(self.daemon.socket),
+                "log": str(self.daemon.root / "daemon.log"),
                 "workers": [{"pid": w.pid, "state": w.state, "jobs_run": w.jobs_run, "token": w.token,
                              "warmup_seconds": w.warmup_seconds} for w in status.workers]}
 
