@@ -235,3 +235,21 @@ def test_closing_the_cluster_stops_the_daemons(config):
             assert len(daemons) == 2
     gone, alive = psutil.wait_procs(daemons + workers, timeout=30)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_each_dask_thread_gets_a_warm_worker_and_a_given_client_stays_open(config, tmp_path):
+    gate = fifo(tmp_path)
+    with start_cluster(workers=1, threads=2) as cluster, distributed.Client(cluster) as dask_client:
+        with warmd.dask.Client(dask_client, config=config, pythonpath=[TESTS]) as c:
+            (daemon,) = c.daemons().values()
+            assert len(daemon["workers"]) == 2              # workers.count = the thread count
+            jobs = [c.submit(helpers_dask.wait_for, str(gate)) for _ in range(2)]
+            pids = {int(first_line(job, "waiting").split()[1]) for job in jobs}
+            assert len(pids) == 2                            # both running at once
+            release(gate)
+            assert [job.result() for job in jobs] == ["released", "released"]
+            process = psutil.Process(daemon["pid"])
+            c.stop_daemons()                                 # returns once they have stopped
+            gone, alive = psutil.wait_procs([process], timeout=30)
+            assert gone and not alive
+        assert dask_client.submit(sum, [1, 2]).result() == 3   # not closed by warmd.dask
