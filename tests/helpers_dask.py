@@ -52,3 +52,9 @@ def print_lines(n, width):
     for i in range(n):
         print(f"{i:08d}" + "x" * (width - 9), flush=True)
     return n
+
+
+def nested(n):
+    """A job that maps jobs of its own: they go to its own daemon."""
+    with warmd.Client() as client:
+        return list(client.map(abs, range(-n, 0))), client.daemon_info["pid"]
