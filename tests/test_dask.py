@@ -255,7 +255,9 @@ def test_each_dask_thread_gets_a_warm_worker_and_a_given_client_stays_open(confi
         assert dask_client.submit(sum, [1, 2]).result() == 3   # not closed by warmd.dask
 
 
-def test_a_jobs_own_jobs_run_on_its_dask_workers_daemon(client):
-    values, daemon_pid = client.submit(helpers_dask.nested, 3).result()
-    assert values == [3, 2, 1]
-    assert daemon_pid in {d["pid"] for d in client.daemons().values()}
+def test_a_jobs_own_jobs_run_on_its_dask_workers_daemon(config):
+    # Its own cluster: the waiting parent makes the daemon start an extra worker.
+    with start_cluster() as cluster, warmd.dask.Client(cluster, config=config, pythonpath=[TESTS]) as c:
+        values, daemon_pid = c.submit(helpers_dask.nested, 3).result()
+        assert values == [3, 2, 1]
+        assert daemon_pid in {d["pid"] for d in c.daemons().values()}
