@@ -58,3 +58,16 @@ def nested(n):
     """A job that maps jobs of its own: they go to its own daemon."""
     with warmd.Client() as client:
         return list(client.map(abs, range(-n, 0))), client.daemon_info["pid"]
+
+
+def write_bytes(total, rate=None, chunk=1 << 16):
+    """``total`` bytes of output, a chunk at a time, at most ``rate`` bytes a second."""
+    import time
+    block = b"y" * (chunk - 1) + b"\n"
+    start = time.monotonic()
+    for i in range(total // chunk):
+        sys.stdout.buffer.write(block)
+        sys.stdout.flush()
+        if rate:
+            time.sleep(max(0.0, start + (i + 1) * chunk / rate - time.monotonic()))
+    return total

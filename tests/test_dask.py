@@ -101,6 +101,36 @@ def test_megabytes_of_output_arrive_whole_and_in_order(client):
     assert not [e for e in job.events() if isinstance(e, warmd.Gap)]
 
 
+def _status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise LookupError(key)
+
+
+def test_a_dask_worker_holds_only_the_output_it_has_not_sent(config):
+    # Dask itself keeps a worker's last batches of messages (the low-level log, 1000 by
+    # default, each up to 1 MB): kept short here, what is left is what warmd.dask holds.
+    with dask.config.set({"distributed.admin.low-level-log-length": 10}):
+        with start_cluster() as cluster, warmd.dask.Client(cluster, config=config, pythonpath=[TESTS]) as c:
+            (pid,) = c.dask.run(os.getpid).values()
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")   # the peak starts from here
+            except OSError:
+                pytest.skip("this kernel does not let the peak resident set be reset")
+            before = _status_kib(pid, "VmRSS")
+            job = c.submit(helpers_dask.write_bytes, 128 << 20, 48 << 20)  # about what Dask carries
+            received = missed = 0
+            for event in job.events():
+                if isinstance(event, warmd.Output):
+                    received += len(event.data)
+                elif isinstance(event, warmd.Gap):  # what it read more slowly than the job wrote
+                    missed += event.missed_bytes
+            assert job.result() == received + missed == 128 << 20
+            grew = (_status_kib(pid, "VmHWM") - before) << 10
+            assert grew < 48 << 20, f"the Dask worker's peak grew by {grew >> 20} MiB for 128 MiB of output"
+
+
 def test_errors_arrive_as_their_own_type(client):
     job = client.submit(helpers_dask.fail, "bad well")
     with pytest.raises(ValueError, match="bad well") as raised:

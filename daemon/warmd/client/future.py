@@ -30,6 +30,7 @@ class JobFuture(concurrent.futures.Future):
         self._job_id: str | None = None
         self._error: BaseException | None = None
         self._events: list[Event] = []
+        self._released = 0  # events before _events[0], let go by release()
         self._last_seq = 0
         self._end: Finished | None = None
         self._stream = threading.Condition()
@@ -73,10 +74,21 @@ class JobFuture(concurrent.futures.Future):
         (None: until one comes or the job ends) when there are none yet; and whether the
         job's stream has ended (then the list holds all that is left)."""
         with self._stream:
-            if start >= len(self._events) and self._end is None and self._error is None:
-                self._stream.wait_for(lambda: start < len(self._events) or self._end is not None
-                                      or self._error is not None, timeout)
-            return self._events[start:], self._end is not None or self._error is not None
+            if start >= self._released + len(self._events) and self._end is None and self._error is None:
+                self._stream.wait_for(lambda: start < self._released + len(self._events)
+                                      or self._end is not None or self._error is not None, timeout)
+            ended = self._end is not None or self._error is not None
+            return self._events[max(0, start - self._released):], ended
+
+    def release(self, upto: int) -> None:
+        """Let go of the events before index ``upto``, for a reader that hands each batch of
+        ``events_since`` on and needs it no more (a Dask task forwarding a job's events):
+        what it holds is then what it has not read. ``events()`` and ``output()`` see
+        only the events kept."""
+        with self._stream:
+            n = min(max(0, upto - self._released), len(self._events))
+            del self._events[:n]
+            self._released += n
 
     def output(self, stream: str = "stdout") -> str:
         """All text the job wrote to ``stream`` that this client received (a ``Gap`` event

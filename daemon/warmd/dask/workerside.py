@@ -153,6 +153,7 @@ def forward(future: Any, key: str, send: Callable[[dict], None]) -> tuple[int, l
         wait = None if not pending else max(0.0, since + FLUSH_SECONDS - time.monotonic())
         batch, over = future.events_since(index, wait)
         index += len(batch)
+        future.release(index)  # held in ``pending`` until sent: nothing else needs them
         if batch and not pending:
             since = time.monotonic()
         for event in batch:
