@@ -207,6 +207,16 @@ def test_a_job_dask_itself_cancels_while_it_runs_loses_its_processes_too(client)
     assert client.submit(helpers_dask.touch).result()["warmups"] == 1
 
 
+def test_the_client_cancels_by_key_with_a_mode(client):
+    job = client.submit(helpers_dask.sleeper_child)
+    worker = int(first_line(job, "child").split()[3])
+    assert client.cancel(job.job_id, mode="kill") == "cancelled"   # the process group, at once
+    assert client.cancel(job) == "cancelled"                        # it stays so
+    assert client.submit(helpers_dask.touch).result()["pid"] != worker   # replaced, warm again
+    with pytest.raises(warmd.UnknownJob):
+        client.cancel("warmd-no-such-job")
+
+
 def test_a_group_cancels_as_one_and_rolls_up_progress(client, tmp_path):
     gate = fifo(tmp_path)
     with pytest.raises(RuntimeError, match="stop here"):
@@ -226,6 +236,12 @@ def test_map_returns_in_order(client):
 def test_what_cannot_leave_the_machine_is_refused_with_the_reason(client, tmp_path):
     with pytest.raises(TypeError, match="stdin"):
         client.submit_call(helpers_dask.touch, stdin=0)
+    with pytest.raises(TypeError, match="pass the value"):
+        client.submit(helpers_dask.double, warmd.ref("j1"))
+    earlier = client.submit(helpers_dask.double, 1)
+    with pytest.raises(TypeError, match="pass its value"):
+        client.submit(helpers_dask.double, earlier)
+    assert earlier.result() == 2
 
 
 def test_a_killed_warm_worker_gives_job_lost_and_a_fresh_worker(client):

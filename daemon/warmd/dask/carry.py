@@ -31,15 +31,15 @@ class CarriedJob:
     buffers: list[memoryview] = field(default_factory=list)
     device: int | None = None
 
-
     @classmethod
     def call(cls, fn: Any, args: tuple, kwargs: dict, modules: jobspec.UserModules) -> "CarriedJob":
         needs: list[str] = []
         payload, kept = oob.pickle_out(jobspec.pickler(needs), (fn, tuple(args), dict(kwargs)))
         if needs:
             raise TypeError("warmd.ref() and futures of a local warmd.Client cannot be arguments "
-                            "of a job on Dask: pass the value, or a warmd.dask job itself")
-        return cls("call", jobspec.call_name(fn), payload, {"paths": modules.sys_path()}, modules.manifest(), kept)
+                            "of a job on Dask: pass the value (future.result()) instead")
+        return cls("call", jobspec.call_name(fn), payload, {"paths": modules.sys_path()},
+                   modules.manifest(), kept)
 
     @classmethod
     def of(cls, request: jobspec.JobRequest) -> "CarriedJob":

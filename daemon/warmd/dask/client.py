@@ -16,6 +16,7 @@ from distributed.scheduler import KilledWorker
 from .. import paths
 from ..client import jobspec
 from ..config import Config, load
+from ..errors import UnknownJob
 from .carry import CarriedEnd, CarriedJob
 from .jobs import DaskGroup, DaskJob
 from .workerside import WarmWorkers, cancel_here, daemon_here, run_job
@@ -97,9 +98,21 @@ class Client(concurrent.futures.Executor):
         finally:
             group.close()
 
-    def cancel(self, job: DaskJob, force: bool = False) -> bool:
-        """Cancel ``job`` (as ``job.cancel(force)``)."""
-        return job.cancel(force)
+    def cancel(self, job: DaskJob | str, mode: str = "interrupt") -> str:
+        """Cancel a job (a ``DaskJob``, or the key of one this client has running), as
+        ``warmd.Client.cancel``: ``mode`` "interrupt" (then escalate), "terminate" or
+        "kill"; returns once its processes are gone, "cancelled", or "finished" if it
+        had ended first."""
+        if mode not in ("interrupt", "terminate", "kill"):
+            raise ValueError(f"mode must be interrupt, terminate or kill, not {mode!r}")
+        found = job if isinstance(job, DaskJob) else self._jobs.get(str(job))
+        if found is None:
+            raise UnknownJob("unknown_job", f"no job {job} is running from this client: "
+                             "a warmd.dask client knows only the jobs it submitted")
+        if not found.done():
+            self._cancel([found], mode)
+            concurrent.futures.wait([found])
+        return "cancelled" if found.cancelled() else "finished"
 
     # ---------------------------------------------------------------- the workers' daemons
     def daemons(self) -> dict[str, dict[str, Any]]:

@@ -49,6 +49,10 @@ class DaskJob(concurrent.futures.Future):
     def job_id(self) -> str:
         return self.key
 
+    def __reduce__(self) -> tuple:
+        raise TypeError(f"job {self.key} cannot be an argument of another job: pass its value "
+                        "(job.result()) instead")
+
     @property
     def finished(self) -> Finished | None:
         """The job's end record once it ended (``info`` has ``dask_worker`` too)."""

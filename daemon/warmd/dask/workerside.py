@@ -42,9 +42,10 @@ FLUSH_EVENTS = 256
 FLUSH_BYTES = 64 << 10     # of output per message: the scheduler keeps a topic's last 1000 messages
 
 
-def plugin_name(config_text: str) -> str:
+def plugin_name(config_text: str, pythonpath: tuple[str, ...] = (), spares: int | None = 0) -> str:
     """One plugin, so one daemon per Dask worker, for each distinct configuration."""
-    return "warmd-" + hashlib.sha256(config_text.encode()).hexdigest()[:12]
+    made = repr((config_text, pythonpath, spares)).encode()
+    return "warmd-" + hashlib.sha256(made).hexdigest()[:12]
 
 
 class WarmWorkers(WorkerPlugin):
@@ -56,7 +57,7 @@ class WarmWorkers(WorkerPlugin):
         self.config_text = config_text
         self.pythonpath = tuple(pythonpath)
         self.spares = spares
-        self.name = plugin_name(config_text)
+        self.name = plugin_name(config_text, self.pythonpath, spares)
 
     # -- the plugin's life, on the Dask worker's event loop
     async def setup(self, worker: Any) -> None:
