@@ -165,7 +165,8 @@ class DaskGroup(GroupExecutor):
             raise RuntimeError(f"group {self.key} is closed: it takes no more jobs")
         job = self._client._call(fn, args, kwargs, options, group=self)
         with self._stream:
-            self.jobs.append(job)
+            if job not in self.jobs:  # its news may have come first
+                self.jobs.append(job)
         return job
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None,
@@ -226,6 +227,8 @@ class DaskGroup(GroupExecutor):
         if event is not None and not isinstance(event, Progress):
             return
         with self._stream:
+            if job not in self.jobs:
+                self.jobs.append(job)
             if event is not None:
                 self._latest[job.key] = event
             last = self._latest.get(job.key)
