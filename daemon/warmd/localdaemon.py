@@ -69,6 +69,9 @@ class LocalDaemon:
                  "--ready-fd", str(write_end), *extra, *self.args],
                 env=self.env, pass_fds=tuple(passed), stdout=self._log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
+        except BaseException:
+            os.close(read_end)
+            raise
         finally:
             for fd in passed:
                 os.close(fd)

@@ -67,7 +67,7 @@ class JobFuture(concurrent.futures.Future):
     # -- streaming
     def events(self, start: int = 0) -> Iterator[Event]:
         """The job's output, log, progress and state events from index ``start``, until it ends."""
-        return follow(self.events_since, start)
+        return follow(self.events_since, max(start, self._released))
 
     def events_since(self, start: int, timeout: float | None = None) -> tuple[list[Event], bool]:
         """The events from index ``start`` that have come, waiting up to ``timeout`` seconds
@@ -81,10 +81,10 @@ class JobFuture(concurrent.futures.Future):
             return self._events[max(0, start - self._released):], ended
 
     def release(self, upto: int) -> None:
-        """Let go of the events before index ``upto``, for a reader that hands each batch of
-        ``events_since`` on and needs it no more (a Dask task forwarding a job's events):
-        what it holds is then what it has not read. ``events()`` and ``output()`` see
-        only the events kept."""
+        """Let go of the events before index ``upto``, for the one reader of this future that
+        hands each batch of ``events_since`` on and needs it no more (a Dask task forwarding
+        a job's events): what it holds is then what it has not read. ``events()`` and
+        ``output()`` begin at the oldest event kept."""
         with self._stream:
             n = min(max(0, upto - self._released), len(self._events))
             del self._events[:n]
