@@ -96,3 +96,23 @@ def fail_on(i, bad):
 
 def blob(i, size):
     return bytes([i % 256]) * size
+
+
+def rich_progress(detail_bytes):
+    """Progress richer than a report holds: 20 fields (one named ``total``), values that
+    are not scalars, a message of 100 kB and a detail record of ``detail_bytes`` of JSON.
+    Returns what it sent, for the test to compare with what arrived."""
+    fields = {"total": 7, **{f"f{i:02d}": i for i in range(19)}}
+    fields["f00"] = {"nested": [1, 2]}
+    fields["f01"] = float("nan")
+    detail = {"phase": "step_completed", "axis_id": "A01", "owned_wells": ["A01", "B01"],
+              "context": {"blob": "x" * detail_bytes}}
+    warmd.progress(1, 2, "m" * 100_000, detail=detail, **fields)
+    warmd.progress(2, 2, "done", well="A01")
+    return detail
+
+
+def rich_progress_in_group(detail_bytes):
+    with warmd.Client() as client:
+        with client.group(name="rich") as group:
+            return group.submit(rich_progress, detail_bytes).result()

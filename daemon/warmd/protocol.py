@@ -43,7 +43,6 @@ MAX_HEADER = 0xFFFF
 # (asyncio's default) or more goes through mmap and munmap, about 13 µs a call here;
 # 64 KiB stays on the heap. Larger frames simply take several receives.
 RECV_SIZE = 1 << 16
-MAX_PROGRESS_FIELDS = 16  # fields one warmd.progress report may carry
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")  # a job's log_level
 
 # Headers are JSON, through orjson where it is installed: every hop encodes and

@@ -7,16 +7,15 @@ job's code has no other way to reach the worker that runs it.
 """
 from __future__ import annotations
 
-import json
 from types import ModuleType
 from typing import Any, Callable, Protocol
 
-from .protocol import MAX_PROGRESS_FIELDS
+from . import progressreport
 
 
 class JobContext(Protocol):
     def progress(self, done: float, total: float | None, message: str,
-                 fields: dict[str, Any] | None = None) -> None: ...
+                 fields: dict[str, Any] | None = None, detail: bytes = b"") -> None: ...
     def cancelled(self) -> bool: ...
     def device(self) -> int | None: ...
     def job_id(self) -> str | None: ...
@@ -38,21 +37,24 @@ def install(context: JobContext) -> None:
     _binding.context = context
 
 
-def progress(done: float, total: float | None = None, message: str = "", **fields: Any) -> None:
+def progress(done: float, total: float | None = None, message: str = "", /, *,
+             detail: Any = None, **fields: Any) -> None:
     """Report progress to every client following the current job, and to those following its
-    parent or group (no-op outside a worker). ``fields`` are a few JSON values that say where
-    the job is (``well="B03", step=2``); they reach clients, status and the journal."""
+    parent or group (no-op outside a worker). ``fields`` are a few JSON scalars that say where
+    the job is (``well="B03", step=2``; any name but ``detail``, ``total`` included); they
+    reach clients, status and the journal. ``detail`` is any JSON-able record (an
+    application's own progress event) that followers get whole, beside the report.
+
+    A report never fails the job: past 16 fields the rest are left out (the message says
+    so), other values go as their text, long text is cut, and a detail that cannot be sent
+    (over 1 MiB) arrives as a note saying why."""
     ctx = _binding.context
     if ctx is None:
         return
-    if fields:
-        if len(fields) > MAX_PROGRESS_FIELDS:
-            raise ValueError(f"progress takes at most {MAX_PROGRESS_FIELDS} fields, not {len(fields)}")
-        for key, value in fields.items():
-            if value is not None and not isinstance(value, (str, int, float, bool)):
-                raise TypeError(f"progress field {key}={value!r}: use a str, int, float, bool or None")
-        json.dumps(fields, allow_nan=False)  # ValueError for NaN, before it is sent
-    ctx.progress(done, total, message, fields or None)
+    kept, cut = progressreport.fields(fields)
+    ctx.progress(progressreport.number(done, 0), progressreport.number(total, None),
+                 progressreport.message(message, cut), kept or None,
+                 progressreport.encode_detail(detail) if detail is not None else b"")
 
 
 def cancelled() -> bool:

@@ -5,6 +5,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Union
 
+from .. import progressreport
 from ..protocol import Frame
 
 
@@ -35,20 +36,23 @@ class Log:
 
 @dataclass(frozen=True)
 class Progress:
-    """``warmd.progress(done, total, message, **fields)`` called by the job."""
+    """``warmd.progress(done, total, message, detail=..., **fields)`` called by the job;
+    ``detail`` is the report's whole record as the job gave it (JSON), or None."""
     job: str
     seq: int
     done: float
     total: float | None
     message: str
     fields: dict[str, Any] = field(default_factory=dict)
+    detail: Any = None
 
 
 @dataclass(frozen=True)
 class ChildProgress:
     """News of a job below this one (a child, or a job of this group): it was submitted,
     started, reported progress (``done``, ``total``, ``message``, ``fields``) or ended
-    (``state``). ``children_done`` of ``children_total`` jobs below this one have ended."""
+    (``state``). ``children_done`` of ``children_total`` jobs below this one have ended.
+    A progress report's ``detail`` comes with the news it made (None otherwise)."""
     job: str
     seq: int
     child: str
@@ -60,6 +64,7 @@ class ChildProgress:
     fields: dict[str, Any]
     children_done: int
     children_total: int
+    detail: Any = None
 
     @property
     def ended(self) -> bool:
@@ -167,12 +172,13 @@ def from_frame(frame: Frame) -> Event | Finished | None:
                    h.get("ts"))
     if kind == "progress":
         return Progress(job, seq, h.get("done") or 0, h.get("total"), str(h.get("message") or ""),
-                        dict(h.get("fields") or {}))
+                        dict(h.get("fields") or {}), _detail(h, frame.payload))
     if kind == "child":
         return ChildProgress(job, seq, str(h.get("child") or ""), str(h.get("name") or ""),
                              str(h.get("state") or ""), h.get("done") or 0, h.get("total"),
                              str(h.get("message") or ""), dict(h.get("fields") or {}),
-                             int(h.get("children_done") or 0), int(h.get("children_total") or 0))
+                             int(h.get("children_done") or 0), int(h.get("children_total") or 0),
+                             _detail(h, frame.payload))
     if kind == "gap":
         return Gap(job, seq, int(h.get("missed_events") or 0), h.get("missed_bytes"),
                    int(h.get("kept_bytes") or 0), h.get("where"))
@@ -182,6 +188,10 @@ def from_frame(frame: Frame) -> Event | Finished | None:
     if kind == "state":
         return StateChange(job, seq, h.get("state", ""), h.get("worker_pid"), h.get("device"))
     return None
+
+
+def _detail(header: dict[str, Any], payload: bytes) -> Any:
+    return progressreport.decode_detail(payload) if header.get("detail") else None
 
 
 def echo(item: Output | Gap) -> None:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Protocol
 
-from ..protocol import MAX_PROGRESS_FIELDS
+from .. import progressreport
 from .cancel import Canceller, Cancellation, cancelled_header
 from .jobs import FAILED, RUNNING, SUCCEEDED, Job, JobTable
 
 log = logging.getLogger("warmd")
 
-JobEvent = Callable[[Job, dict[str, Any]], None]
-MAX_FIELD_TEXT = 200     # characters a text field keeps
+JobEvent = Callable[[Job, dict[str, Any], bytes], None]
 
 
 class Host(Protocol):
@@ -71,27 +70,30 @@ class Families:
 
     # ---------------------------------------------------------------- progress
 
-    def progress(self, job: Job, report: dict[str, Any]) -> dict[str, Any]:
+    def progress(self, job: Job, report: dict[str, Any], detail: bytes = b"") -> dict[str, Any]:
         """A job's own report: an event for its followers and a child event for its
-        ancestors'. Returns the report as kept (fields checked and cut)."""
-        kept = {"done": _number(report.get("done"), 0), "total": _number(report.get("total"), None),
-                "message": str(report.get("message") or "")[:1000]}
-        fields = _fields(report.get("fields"))
+        ancestors', each with the report's ``detail`` (JSON beside the header, which
+        nothing here keeps). Returns the report as kept (fields checked and cut)."""
+        fields, cut = progressreport.fields(report.get("fields"))
+        kept = {"done": progressreport.number(report.get("done"), 0),
+                "total": progressreport.number(report.get("total"), None),
+                "message": progressreport.message(report.get("message"), cut)}
         if fields:
             kept["fields"] = fields
         job.progress = kept
-        self.job_event(job, {"kind": "progress", **kept})
-        self._tell_ancestors(job)
+        mark = {"detail": True} if detail else {}
+        self.job_event(job, {"kind": "progress", **kept, **mark}, detail)
+        self._tell_ancestors(job, detail)
         return kept
 
-    def _tell_ancestors(self, job: Job) -> None:
+    def _tell_ancestors(self, job: Job, detail: bytes = b"") -> None:
         if job.owner is None:
             return
         event = {"kind": "child", "child": job.id, "name": job.name, "state": job.state,
-                 **(job.progress or {})}
+                 **(job.progress or {}), **({"detail": True} if detail else {})}
         for node in job.ancestors():
             self.job_event(node, {**event, "children_done": node.descendants_done,
-                                  "children_total": node.descendants})
+                                  "children_total": node.descendants}, detail)
 
     # ---------------------------------------------------------------- ends
 
@@ -193,25 +195,3 @@ class Families:
     def forget(self, conn: Any) -> None:
         """``conn`` went away: nobody to answer there."""
         self._cancels = [c for c in self._cancels if c[1] is not conn]
-
-
-def _number(value: Any, default: float | None) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        return default
-    return value
-
-
-def _fields(value: Any) -> dict[str, Any]:
-    """Structured progress fields as kept: a few JSON scalars, long text cut."""
-    if not isinstance(value, dict):
-        return {}
-    out: dict[str, Any] = {}
-    for key, item in list(value.items())[:MAX_PROGRESS_FIELDS]:
-        if not isinstance(key, str) or not key:
-            continue
-        if isinstance(item, str):
-            item = item[:MAX_FIELD_TEXT]
-        elif item is not None and not isinstance(item, (bool, int, float)):
-            item = str(item)[:MAX_FIELD_TEXT]
-        out[key[:64]] = item
-    return out

@@ -88,10 +88,10 @@ class Job:
         return (self.replay.bytes + (wire_size(self.done_frame) if self.done_frame else 0)
                 + self.result_file_bytes)
 
-    def add_event(self, fields: dict[str, Any], payload: bytes = b"") -> bytes:
+    def add_event(self, fields: dict[str, Any], payload: bytes = b"", output: int | None = None) -> bytes:
         frame = encode({"t": "event", "job": self.id, "seq": self.replay.last + 1,
                         "ts": round(time.time(), 6), **fields}, payload)
-        self.replay.add(frame, len(payload))
+        self.replay.add(frame, len(payload) if output is None else output)
         return frame
 
     def finish(self, header: dict[str, Any], payload: bytes = b"", files: tuple = (),

@@ -259,14 +259,17 @@ class Supervisor:
         self.scheduler.dispatch()
 
     def job_event(self, job: Job, fields: dict[str, Any], payload: bytes = b"") -> None:
-        streams.publish(job, job.add_event(fields, payload), len(payload))
+        # Only output counts as output (a gap says how much was missed); a progress
+        # report's detail rides in the payload too.
+        output = len(payload) if fields.get("kind") in ("stdout", "stderr") else 0
+        streams.publish(job, job.add_event(fields, payload, output), output)
         self.watch.job_event(job, fields)
 
     def worker_changed(self, worker: WorkerProcess) -> None:
         self.watch.worker(worker)
 
-    def job_progress(self, job: Job, report: dict[str, Any]) -> None:
-        kept = self.families.progress(job, report)
+    def job_progress(self, job: Job, report: dict[str, Any], detail: bytes = b"") -> None:
+        kept = self.families.progress(job, report, detail)
         self.joblog.progress(job.id, job.worker_pid, kept)
 
     def running_job_of(self, pid: int | None) -> Job | None:

@@ -22,7 +22,7 @@ class Host(Protocol):
     buffer_max: int
 
     def job_event(self, job: Job, fields: dict[str, Any], payload: bytes = b"") -> None: ...
-    def job_progress(self, job: Job, report: dict[str, Any]) -> None: ...
+    def job_progress(self, job: Job, report: dict[str, Any], detail: bytes = b"") -> None: ...
     def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"",
                    files: tuple = (), file_bytes: int = 0) -> None: ...
     def check_stopped(self) -> None: ...
@@ -79,7 +79,7 @@ class WorkerFrames:
 
     def _progress(self, worker: WorkerProcess, frame: Frame) -> None:
         if worker.job is not None:
-            self.host.job_progress(worker.job, frame.header)
+            self.host.job_progress(worker.job, frame.header, frame.payload if frame.get("detail") else b"")
 
     def _done(self, worker: WorkerProcess, frame: Frame) -> None:
         job_id = frame.get("job")

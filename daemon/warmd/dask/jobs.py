@@ -239,5 +239,5 @@ class DaskGroup(GroupExecutor):
                 self.key, len(self._news_events) + 1, job.key, job.name, state,
                 last.done if last else 0, last.total if last else None,
                 last.message if last else "", dict(last.fields) if last else {},
-                done, len(self.jobs)))
+                done, len(self.jobs), event.detail if event is not None else None))
             self._stream.notify_all()

@@ -67,10 +67,11 @@ class WorkerContext:
 
     # runtime.JobContext
     def progress(self, done: float, total: float | None, message: str,
-                 fields: dict[str, Any] | None = None) -> None:
+                 fields: dict[str, Any] | None = None, detail: bytes = b"") -> None:
         if self.current_job is not None:
             self.pump.flush_then_send({"t": "progress", "done": done, "total": total,
-                                       "message": str(message), **({"fields": fields} if fields else {})})
+                                       "message": str(message), **({"fields": fields} if fields else {}),
+                                       **({"detail": True} if detail else {})}, detail)
 
     def cancelled(self) -> bool:
         return self.cancel_requested
