@@ -86,3 +86,9 @@ def track_code_changes():
 
 def code_changes():
     return list(CODE_CHANGES)
+
+
+def slow_warm_hook():
+    """A warm-up that takes half a second, as an import-heavy one takes many."""
+    import time
+    time.sleep(0.5)

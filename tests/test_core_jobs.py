@@ -121,6 +121,23 @@ def test_warm_state_persists_in_worker(make_daemon):
     assert len({f.finished.token for f in futures}) == 1
 
 
+def test_warm_ups_take_turns_within_warmup_concurrency(make_daemon):
+    """Three workers, one warm-up at a time: each worker starts once the one before it is
+    warm (its process starts at least that warm-up's half second after the last)."""
+    import psutil
+    d = make_daemon('[warmup]\nhooks = ["helpers_jobs:slow_warm_hook"]\n'
+                    '[workers]\ncount = 3\nspares = 0\nwarmup_concurrency = 1\n')
+    with d.client() as client:
+        list(client.map(helpers_jobs.add, range(6), range(6)))  # runs once a worker is warm
+        for _ in client.watch():
+            workers = [w for w in client.status().workers if w.live]
+            if len(workers) == 3 and all(w.state == "idle" for w in workers):
+                break
+    starts = sorted(psutil.Process(w.pid).create_time() for w in workers)
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    assert all(gap >= 0.45 for gap in gaps), gaps
+
+
 def test_editing_a_user_module_changes_the_next_result(daemon, tmp_path):
     mod = tmp_path / "userstep.py"
     runner = tmp_path / "runner.py"

@@ -174,6 +174,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "job_timeout": (parse_seconds, 0.0),
         "job_log_level": (_choice(*LOG_LEVELS), "warning"),
         "warmup_timeout": (parse_seconds, 600.0),
+        "warmup_concurrency": (_int(0, max_workers), 0),
         "gpu_memory_limit": (_memory_limit, 0),
         "gpu_memory_policy": (_choice("keep", "free", "recycle"), "keep"),
         "gpu_recycle_bytes": (parse_size, 0),
@@ -191,6 +192,11 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "max_bytes": (parse_size, 0),
     },
 }
+
+
+def warmup_concurrency(value: int) -> int:
+    """workers.warmup_concurrency, with 0 (its default) meaning the CPUs this process may use."""
+    return value or len(os.sched_getaffinity(0))
 
 
 def buffer_limit(max_bytes: int) -> int:

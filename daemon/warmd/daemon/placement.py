@@ -49,11 +49,14 @@ class Placement:
         return Counter({d.index: self.workers_per_device + self.spares for d in self.devices})
 
     def missing(self, live_devices: list[int | None], extra: Counter | None = None) -> list[int | None]:
-        """Devices (None in CPU mode) that need one more worker each, one entry per worker;
-        ``extra`` asks for workers beyond the placement's (see ``scheduler``)."""
+        """Devices (None in CPU mode) that need one more worker each, one entry per worker,
+        taking the devices in turn (each device's first worker before any device's second:
+        the pool may start only the first few); ``extra`` asks for workers beyond the
+        placement's (see ``scheduler``)."""
         need = (self.wanted() + (extra or Counter())) - Counter(live_devices)
-        return [device for device, n in sorted(need.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
-                for _ in range(n)]
+        order = sorted(need.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+        return [device for rank in range(max(need.values(), default=0))
+                for device, n in order if n > rank]
 
     def visible_devices(self, device: int | None) -> str | None:
         if device is None:

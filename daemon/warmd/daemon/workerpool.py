@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 import psutil
 
 from .. import proctree
-from ..config import buffer_limit
+from ..config import buffer_limit, warmup_concurrency
 from ..unixtransport import UnixTransport
 from . import pool
 from .jobs import Job
@@ -98,7 +98,8 @@ class WorkerPool:
 
     def fill(self) -> None:
         """Start workers until every placement slot (and every extra asked for) is covered,
-        unless backing off after failed warm-ups."""
+        at most ``workers.warmup_concurrency`` warming at once (the rest start as those
+        are warm), unless backing off after failed warm-ups."""
         if self.stopping:
             return
         now = time.monotonic()
@@ -106,7 +107,9 @@ class WorkerPool:
             if self._retry_handle is None:
                 self._retry_handle = self._loop.call_later(self.retry_at - now, self._retry)
             return
-        for device in self.placement.missing([w.device for w in self.live()], self.extra):
+        room = (warmup_concurrency(self.limits["warmup_concurrency"])
+                - len(self.in_state(WorkerState.STARTING)))
+        for device in self.placement.missing([w.device for w in self.live()], self.extra)[:max(0, room)]:
             self.spawn(device)
 
     def _retry(self) -> None:
@@ -150,6 +153,7 @@ class WorkerPool:
         worker.move(WorkerState.IDLE)
         self.backoff = 0.0
         self.warmup_error = None
+        self._loop.call_soon(self.fill)  # its warm-up slot is free for the next worker
 
     # ---------------------------------------------------------------- stopping
 
