@@ -84,7 +84,7 @@ def serve(args: argparse.Namespace, notify: Notifier) -> int:
     notify.ready(f"serving OpenHCS {version} on {endpoint.describe()}")
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.request_shutdown())
-    server.warm_up()
+    server.warm_up(lambda line: notify.status(f"{line}; serving {endpoint.describe()}"))
     try:
         server.serve()
     finally:

@@ -27,13 +27,14 @@ import queue
 import threading
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 import zmq
 from openhcs.runtime.zmq_execution_server import ZMQExecutionServer
 from openhcs.runtime.zmq_server_hooks import ZMQWorkerCleanup
 from zmqruntime.messages import ExecutionStatus, MessageFields, ResponseType, WorkerState
+from zmqruntime.server import ZMQServer
 
 from . import caches, executor
 from .freshness import Freshness
@@ -93,13 +94,22 @@ class WarmdExecutionServer(ZMQExecutionServer):
 
     # ---------------------------------------------------------------- warming, after binding
 
-    def warm_up(self) -> None:
+    def warm_up(self, on_warm: Callable[[str], None] = lambda line: None) -> None:
         """Start connecting to warmd and preparing OpenHCS's catalog and registry in the
-        background: the endpoint answers (and queues runs) meanwhile."""
+        background: the endpoint answers (and queues runs) meanwhile. ``on_warm(line)``
+        once both are done (the service's status line)."""
         self.link.start()
-        threading.Thread(target=self._warm_openhcs, name="openhcs warm-up", daemon=True).start()
+        threading.Thread(target=self._warm_openhcs, args=(on_warm,), name="openhcs warm-up",
+                         daemon=True).start()
 
-    def _warm_openhcs(self) -> None:
+    def _warm_openhcs(self, on_warm: Callable[[str], None]) -> None:
+        self._prepare_openhcs()
+        self.link.ready.wait()
+        workers = len(self.link.workers())
+        on_warm(f"warm: OpenHCS's registry ready; "
+                + (self.link.error or f"warmd: {workers} worker{'s' if workers != 1 else ''}"))
+
+    def _prepare_openhcs(self) -> None:
         start = time.perf_counter()
         try:
             self.prepare_runtime_capabilities()
@@ -249,11 +259,12 @@ class WarmdExecutionServer(ZMQExecutionServer):
         if self.control_socket is None and self.data_socket is None:
             return
         self._running = False
+        ZMQServer.stop(self)  # the sockets first: to clients the endpoint is gone at once
         for run in self.runs.all():
             self._interrupt_execution(run.execution_id)
         self.execution_queue.put(_STOP)
         try:
-            super().stop()
+            super().stop()  # OpenHCS's: its catalog preparation ended, its backends closed
         finally:
             self._uninstall()
             self.link.close()
