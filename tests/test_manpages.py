@@ -20,7 +20,7 @@ from warmd.ctl.main import build_parser as warmctl_parser
 from warmd.daemon.main import build_parser as warmd_parser
 
 MAN = Path(__file__).resolve().parent.parent / "man"
-PAGES = ["warmd.8", "warmctl.1", "warmd.toml.5", "warmd-protocol.7"]
+PAGES = ["warmd.8", "warmctl.1", "warmd.toml.5", "warmd-protocol.7", "warmd-openhcs.1"]
 
 
 # ---------------------------------------------------------------- reading roff
@@ -212,6 +212,21 @@ def test_warmd_page_documents_exit_codes_and_environment():
     signals = "\n".join(page.section("SIGNALS"))
     for sig in ("SIGTERM", "SIGINT", "SIGHUP"):
         assert mentions(signals, sig)
+
+
+# ---------------------------------------------------------------- warmd-openhcs(1)
+
+def test_warmd_openhcs_page_documents_every_option_and_exit_code():
+    from warmd.openhcs import main
+    page = Page("warmd-openhcs.1")
+    tags = "\n".join(tag for tag, _ in page.entries("OPTIONS"))
+    shown = shown_options(main.parser())
+    missing = [o for o in shown if not mentions(tags, o)]
+    assert not missing, f"man/warmd-openhcs.1 OPTIONS lacks {missing}"
+    documented = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", tags))
+    assert not sorted(documented - set(shown)), "man/warmd-openhcs.1 documents options it lacks"
+    codes = {tag for tag, _ in page.entries("EXIT STATUS")}
+    assert {"0", "1", str(main.EXIT_TAKEN), str(main.EXIT_CONFIG)} <= codes
 
 
 # ---------------------------------------------------------------- warmd.toml(5)

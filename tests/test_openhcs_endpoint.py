@@ -403,3 +403,17 @@ def test_a_client_that_looks_while_the_endpoint_starts_attaches_to_it(daemon, tm
             proc.kill()
             proc.wait()
     assert len(wait_warm(daemon, WORKERS)) == WORKERS  # warmd's workers stay
+
+
+def test_install_units_writes_the_endpoint_unit_for_this_environment(tmp_path):
+    target = tmp_path / "units"
+    done = subprocess.run([sys.executable, "-m", "warmd.ctl", "install-units", "--openhcs",
+                           "--user-dir", str(target)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    script = Path(os.path.abspath(sys.executable)).parent / "warmd-openhcs"
+    service = (target / "warmd-openhcs.service").read_text()
+    assert f"ExecStart={script} --no-autostart\n" in service
+    assert sorted(p.name for p in target.iterdir()) == ["warmd-openhcs.service", "warmd.service",
+                                                         "warmd.socket"]
+    assert "systemctl --user enable --now warmd-openhcs.service" in done.stdout

@@ -527,7 +527,7 @@ def offline_env(tmp_path):
 
 
 def test_packaged_units_are_the_ones_in_the_source_tree():
-    for name in units.UNIT_NAMES:
+    for name in units.ALL_UNITS:
         packaged = (resources.files("warmd") / "unitfiles" / name).read_text()
         assert packaged == (UNIT_SOURCE / name).read_text()
 
@@ -564,6 +564,20 @@ def test_install_units_writes_both_units_for_this_environment(tmp_path, offline_
     assert lines[-3:] == ["  systemctl --user daemon-reload",
                           "  systemctl --user enable --now warmd.socket",
                           "  systemctl --user status warmd.socket"]
+
+
+def test_install_units_for_openhcs_refuses_where_openhcs_is_missing(tmp_path, offline_env):
+    """--openhcs writes nothing, and says why, in an environment without OpenHCS (the
+    OpenHCS environment's case is in test_openhcs_endpoint)."""
+    try:
+        import openhcs  # noqa: F401
+        pytest.skip("OpenHCS is importable here")
+    except ImportError:
+        pass
+    target = tmp_path / "units"
+    done = _run_warmctl(offline_env, "install-units", "--openhcs", "--user-dir", str(target))
+    assert done.returncode == 70 and "OpenHCS is not importable here" in done.stderr
+    assert not target.exists() or not list(target.iterdir())
 
 
 def test_install_units_defaults_to_the_xdg_user_unit_directory(tmp_path, offline_env):

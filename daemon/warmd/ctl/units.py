@@ -23,7 +23,11 @@ from . import exitcodes
 
 SOCKET_UNIT = "warmd.socket"
 SERVICE_UNIT = "warmd.service"
+OPENHCS_UNIT = "warmd-openhcs.service"
 UNIT_NAMES = (SOCKET_UNIT, SERVICE_UNIT)
+ALL_UNITS = (*UNIT_NAMES, OPENHCS_UNIT)
+# The program each service runs: its console script, else ``python -m`` its module.
+PROGRAMS = {SERVICE_UNIT: ("warmd", "warmd"), OPENHCS_UNIT: ("warmd-openhcs", "warmd.openhcs")}
 # First line of every unit install-units writes; uninstall-units removes only such files.
 MARKER = "# Written by warmctl install-units"
 
@@ -50,19 +54,21 @@ def template(name: str) -> str:
                          "(warmd/unitfiles); reinstall warmd") from None
 
 
-def warmd_command(python: str | None = None) -> list[str]:
-    """The command that runs the daemon of the environment ``python`` (default: this one).
+def warmd_command(python: str | None = None, unit: str = SERVICE_UNIT) -> list[str]:
+    """The command that runs ``unit``'s program (the daemon, or warmd-openhcs) of the
+    environment ``python`` (default: this one).
 
-    The ``warmd`` console script beside the interpreter when there is one, else
-    ``python -m warmd``. The interpreter path is made absolute but not resolved:
-    a virtual environment's python is a link to the base interpreter, and
-    resolving it would leave the environment.
+    Its console script beside the interpreter when there is one, else ``python -m``
+    its module. The interpreter path is made absolute but not resolved: a virtual
+    environment's python is a link to the base interpreter, and resolving it would
+    leave the environment.
     """
+    name, module = PROGRAMS[unit]
     exe = Path(os.path.abspath(python or sys.executable))
-    script = exe.parent / "warmd"
+    script = exe.parent / name
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
-    return [str(exe), "-m", "warmd"]
+    return [str(exe), "-m", module]
 
 
 def exec_line(argv: list[str]) -> str:
@@ -77,16 +83,19 @@ def exec_line(argv: list[str]) -> str:
     return " ".join(words)
 
 
-def render(name: str, command: list[str], python: str | None = None) -> str:
-    """The text install-units writes for unit ``name``: the template, marked, with our ExecStart=."""
+def render(name: str, python: str | None = None) -> str:
+    """The text install-units writes for unit ``name``: the template, marked, with its
+    ExecStart= program replaced by this environment's (its arguments kept)."""
     text = template(name)
     lines = text.splitlines()
-    if name == SERVICE_UNIT:
+    if name in PROGRAMS:
         starts = [i for i, line in enumerate(lines) if line.startswith("ExecStart=")]
         if len(starts) != 1:
             raise UnitsError(f"the packaged {name} has {len(starts)} ExecStart= lines, expected one; "
                              "reinstall warmd")
-        lines[starts[0]] = "ExecStart=" + exec_line(command)
+        _, _, arguments = lines[starts[0]].partition("=")[2].partition(" ")
+        lines[starts[0]] = " ".join(filter(None, ("ExecStart=" + exec_line(warmd_command(python, name)),
+                                                   arguments)))
     origin = os.path.abspath(python or sys.executable)
     header = [f"{MARKER} for {origin}.", "# Remove with 'warmctl uninstall-units'; edits are lost on the next install."]
     return "\n".join(header + lines) + "\n"
@@ -100,20 +109,20 @@ def user_unit_dir() -> Path:
     return Path(base) / "systemd" / "user"
 
 
-def install(directory: Path, command: list[str]) -> list[tuple[Path, bool]]:
-    """Write both units into ``directory``; returns (path, changed) for each."""
+def install(directory: Path, names: tuple[str, ...] = UNIT_NAMES) -> list[tuple[Path, bool]]:
+    """Write the units ``names`` into ``directory``; returns (path, changed) for each."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UnitsError(f"cannot create {directory}: {exc.strerror}; choose another --user-dir") from None
     plan = []
-    for name in UNIT_NAMES:  # check both before writing either: never leave half an install
+    for name in names:  # check them all before writing any: never leave half an install
         path = directory / name
         old = _read(path)
         if old is not None and not old.startswith(MARKER):
             raise UnitsError(f"{path} exists and was not written by warmctl install-units; "
                              "move it away (or remove it) and run install-units again")
-        plan.append((path, render(name, command), old))
+        plan.append((path, render(name), old))
     written = []
     for path, text, old in plan:
         if old != text:
@@ -125,7 +134,7 @@ def install(directory: Path, command: list[str]) -> list[tuple[Path, bool]]:
 def owned_units(directory: Path) -> list[Path]:
     """The units in ``directory`` that install-units wrote; refuses to touch any other."""
     ours = []
-    for name in UNIT_NAMES:
+    for name in ALL_UNITS:
         path = directory / name
         text = _read(path)
         if text is None:
@@ -143,7 +152,7 @@ def uninstall(directory: Path) -> list[Path]:
     removed = []
     # Links such as sockets.target.wants/warmd.socket that `systemctl enable` made.
     for wants in sorted(directory.glob("*.wants")) + sorted(directory.glob("*.requires")):
-        for name in UNIT_NAMES:
+        for name in ALL_UNITS:
             link = wants / name
             if link.is_symlink():
                 link.unlink()
@@ -206,6 +215,9 @@ def add_verbs(verb: Callable[..., argparse.ArgumentParser]) -> None:
                     help="write the units into DIR (default: $XDG_CONFIG_HOME/systemd/user)")
     sp.add_argument("--enable", action="store_true",
                     help="run the systemctl --user commands instead of printing them")
+    sp.add_argument("--openhcs", action="store_true",
+                    help="also warmd-openhcs.service, OpenHCS's execution endpoint (run this from "
+                         "the OpenHCS environment)")
     sp = verb("uninstall-units", "remove the systemd user units install-units wrote")
     sp.add_argument("--user-dir", metavar="DIR",
                     help="remove them from DIR (default: $XDG_CONFIG_HOME/systemd/user)")
@@ -217,21 +229,26 @@ def _directory(args: argparse.Namespace) -> Path:
 
 def cmd_install_units(args: argparse.Namespace) -> int:
     directory = _directory(args)
-    command = warmd_command()
-    written = install(directory, command)
+    names, steps = UNIT_NAMES, NEXT_STEPS
+    if args.openhcs:
+        from ..openhcs.compat import openhcs_version
+        openhcs_version()  # refuses here, not at the session's start, without a usable OpenHCS
+        names, steps = ALL_UNITS, (*NEXT_STEPS[:2], ("enable", "--now", OPENHCS_UNIT), *NEXT_STEPS[2:])
+    written = install(directory, names)
     for path, changed in written:
         state = "wrote" if changed else "unchanged"
-        suffix = f" (ExecStart={exec_line(command)})" if path.name == SERVICE_UNIT else ""
+        suffix = (f" (ExecStart={exec_line(warmd_command(unit=path.name))})"
+                  if path.name in PROGRAMS else "")
         print(f"{state} {path}{suffix}")
     if directory != user_unit_dir():
         print(f"note: systemd reads user units from {user_unit_dir()} and the other directories "
               "listed in systemd.unit(5); make sure it reads this one")
     if not args.enable:
         print("Next, run:")
-        for step in NEXT_STEPS:
+        for step in steps:
             print(f"  {step_line(step)}")
         return exitcodes.OK
-    for step in NEXT_STEPS:
+    for step in steps:
         print(f"$ {step_line(step)}", flush=True)
         done = systemctl(*step[:1], "--no-pager", *step[1:]) if step[0] == "status" else systemctl(*step)
         sys.stdout.write(done.stdout)
@@ -252,7 +269,7 @@ def cmd_uninstall_units(args: argparse.Namespace) -> int:
         return exitcodes.OK
     reachable = manager_reachable()
     if reachable:
-        step = ("disable", "--now", SOCKET_UNIT, SERVICE_UNIT)
+        step = ("disable", "--now", *(path.name for path in owned_units(directory)))
         print(f"$ {step_line(step)}", flush=True)
         done = systemctl(*step)
         sys.stdout.write(done.stdout)
