@@ -88,16 +88,10 @@ class Server:
         return self.proc.poll() is None
 
     def attach(self, progress: Callable[[dict], None] | None = None, timeout: float = 120) -> Any:
-        """OpenHCS's client, attached as its GUI attaches (never starting a server itself)."""
-        from openhcs.runtime.zmq_execution_client import ZMQExecutionClient
-        client = ZMQExecutionClient(port=self.port, persistent=True, progress_callback=progress)
-        deadline = time.monotonic() + timeout
-        while not client.connect_existing(timeout=1.0):  # the stock server says nothing when bound
-            if not self.alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"no server on port {self.port}:\n{self.log_text()[-3000:]}")
-            time.sleep(0.1)
-        self.client = client
-        return client
+        """OpenHCS's client, attached to this server (kept as ``client``)."""
+        self.client = attach(self.port, self.alive, progress, timeout,
+                             lambda: self.log_text()[-3000:])
+        return self.client
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -133,6 +127,19 @@ class Server:
         return self.proc.returncode
 
 
+def attach(port: int, alive: Callable[[], bool], progress: Callable[[dict], None] | None = None,
+           timeout: float = 120, why: Callable[[], str] = str) -> Any:
+    """OpenHCS's client, attached as its GUI attaches (never starting a server itself)."""
+    from openhcs.runtime.zmq_execution_client import ZMQExecutionClient
+    client = ZMQExecutionClient(port=port, persistent=True, progress_callback=progress)
+    deadline = time.monotonic() + timeout
+    while not client.connect_existing(timeout=1.0):  # the stock server says nothing when bound
+        if not alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"no server on port {port}:\n{why()}")
+        time.sleep(0.1)
+    return client
+
+
 def endpoint(port: int, warmd_socket: Path, log_path: Path, *args: str,
              pythonpath: tuple[Path, ...] = ()) -> Server:
     """``warmd-openhcs`` on ``port``, using the warmd daemon at ``warmd_socket``; returns once
@@ -160,26 +167,30 @@ def _pythonpath() -> list[str]:
 # --- runs, as the GUI submits them ------------------------------------------------------
 
 def submission(plate: Path, steps: list, num_workers: int = 2,
-               compile_artifact_id: str | None = None) -> Any:
+               compile_artifact_id: str | None = None, **config: Any) -> Any:
+    """A Run's request as the GUI makes it; ``config``: more GlobalPipelineConfig fields."""
     from openhcs.core.config import GlobalPipelineConfig, PipelineConfig
     from openhcs.core.pipeline_document import PipelineDocumentAuthority
     from openhcs.runtime.zmq_execution_client import OpenHCSExecutionSubmission
     document = PipelineDocumentAuthority.from_values(pipeline_config=PipelineConfig(),
                                                      pipeline_steps=steps)
-    return OpenHCSExecutionSubmission(plate_id=str(plate), pipeline_document=document,
-                                      global_config=GlobalPipelineConfig(num_workers=num_workers),
-                                      compile_artifact_id=compile_artifact_id)
+    return OpenHCSExecutionSubmission(
+        plate_id=str(plate), pipeline_document=document,
+        global_config=GlobalPipelineConfig(num_workers=num_workers, **config),
+        compile_artifact_id=compile_artifact_id)
 
 
-def submit(client: Any, plate: Path, make_steps: Callable[[], list], num_workers: int = 2) -> str:
+def submit(client: Any, plate: Path, make_steps: Callable[[], list], num_workers: int = 2,
+           **config: Any) -> str:
     """Compile, then run with the compile's artifact, as OpenHCS's GUI does; returns the
     run's execution id. ``make_steps()`` gives fresh steps (compiling consumes them)."""
-    compiled = client.submit_compile(submission(plate, make_steps(), num_workers))
+    compiled = client.submit_compile(submission(plate, make_steps(), num_workers, **config))
     assert compiled.get("status") == "accepted", compiled
     done = wait(client, compiled["execution_id"])
     assert done.get("status") == "complete", done
     accepted = client.submit_pipeline(submission(plate, make_steps(), num_workers,
-                                                 compile_artifact_id=compiled["execution_id"]))
+                                                 compile_artifact_id=compiled["execution_id"],
+                                                 **config))
     assert accepted.get("status") == "accepted", accepted
     return accepted["execution_id"]
 
@@ -189,10 +200,10 @@ def wait(client: Any, execution_id: str) -> dict:
 
 
 def run_plate(client: Any, plate: Path, make_steps: Callable[[], list],
-              num_workers: int = 2) -> tuple[dict, float]:
+              num_workers: int = 2, **config: Any) -> tuple[dict, float]:
     """One Run, from the compile request to the run's end; its status and seconds."""
     start = time.perf_counter()
-    done = wait(client, submit(client, plate, make_steps, num_workers))
+    done = wait(client, submit(client, plate, make_steps, num_workers, **config))
     return done, time.perf_counter() - start
 
 

@@ -14,10 +14,14 @@ a group's roll-up).
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
-import orjson
+try:
+    import orjson
+except ImportError:  # Debian 12 packages none: the standard library's json does the same
+    orjson = None  # type: ignore[assignment]
 
 MAX_FIELDS = 16          # fields one report keeps
 MAX_FIELD_TEXT = 200     # characters a text field keeps
@@ -25,7 +29,6 @@ MAX_KEY = 64             # characters a field name keeps
 MAX_MESSAGE = 1000       # characters the message keeps
 MAX_DETAIL = 1 << 20     # bytes of JSON a report's detail may take
 
-_DETAIL_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def scalar(value: Any) -> Any:
@@ -76,13 +79,20 @@ def encode_detail(detail: Any) -> bytes:
     say (a set, a path, an object) goes as its text; too large, or not encodable at all,
     it becomes a note saying so."""
     try:
-        data = orjson.dumps(detail, default=str, option=_DETAIL_OPTIONS)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        return orjson.dumps({"cut": f"progress detail not sent: {exc}"})
+        data = _dumps(detail)
+    except (TypeError, ValueError, RecursionError) as exc:  # orjson's errors are ValueErrors
+        return _dumps({"cut": f"progress detail not sent: {exc}"})
     if len(data) > MAX_DETAIL:
-        return orjson.dumps({"cut": f"progress detail of {len(data)} bytes not sent: "
-                                    f"at most {MAX_DETAIL} bytes"})
+        return _dumps({"cut": f"progress detail of {len(data)} bytes not sent: "
+                              f"at most {MAX_DETAIL} bytes"})
     return data
+
+
+def _dumps(value: Any) -> bytes:
+    if orjson is not None:
+        return orjson.dumps(value, default=str,
+                            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    return json.dumps(value, default=str, separators=(",", ":")).encode()
 
 
 def decode_detail(payload: bytes) -> Any:
@@ -90,6 +100,9 @@ def decode_detail(payload: bytes) -> Any:
     if not payload:
         return None
     try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
+        return orjson.loads(payload) if orjson is not None else json.loads(payload)
+    except ValueError:  # orjson.JSONDecodeError is one
+        try:
+            return json.loads(payload)  # NaN and Infinity, which only json writes
+        except ValueError:
+            return None

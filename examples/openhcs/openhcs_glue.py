@@ -28,10 +28,11 @@ here                    OpenHCS 0.8.6 (site-packages/openhcs/...)
                         ``OpenHCSMetadataWriter.finalize_completed_plate``
 ``run_plate_inline``    the public path: ``execute_compiled_plate``
                         (core/orchestrator/orchestrator.py:668), for comparison
-``clear_function_caches`` the caches that hold function references (below)
+``clear_function_caches`` the caches that hold function references
+                        (warmd.openhcs.caches)
 ======================  =========================================================
 
-Nothing here imports warmd: the warmd side is ``driver.py``.
+The warmd side is ``driver.py``; only ``clear_function_caches`` is warmd-openhcs's own.
 """
 from __future__ import annotations
 
@@ -89,58 +90,13 @@ def registry_ready() -> bool:
 # --- caches that hold function references ----------------------------------------------
 
 def clear_function_caches(names: Iterable[str] = ()) -> dict[str, int]:
-    """Drop what OpenHCS 0.8.6 caches per process about callables, so that a warm process
-    neither runs nor keeps an old version of a user module's functions.
-
-    - ``RegistryService._resolved_reference_callables`` (processing/backends/lib_registry/
-      registry_service.py:343-417): a user's ``@numpy``-decorated function compiles to a
-      registry reference (``'openhcs:scale'`` plus the module and function *names*),
-      resolved to a callable once per process and reused by every later compile. Without
-      dropping it, a worker runs the old function after its module was edited (checked:
-      a step ``image * 1`` edited to ``image * 2`` kept producing ``image * 1``). Only the
-      entries whose function lives in one of ``names`` go: the registry itself (thousands
-      of library functions) takes seconds to rebuild.
-    - ``FunctionInvocationCallableCache`` (core/steps/function_runtime.py:227) and the other
-      ``IdentityBoundProcessCache``/``RegisteredProcessLocalBoundedCache`` families: resolved
-      callables bound to compiled contracts (keyed by object identity, so they only keep
-      old functions alive); ``clear_registered_process_local_caches``
-      (core/process_local_cache.py:144) clears them all.
-    - ``_prepared_callable_keys`` and ``prepare_module_autoregister_families`` (keyed by
-      module *name*: a changed module's preparation hook would not run again):
-      ``reset_processing_callable_preparation_cache`` (core/callable_contract.py:1696).
-    - ``resolved_callable_type_hints`` (core/pipeline/function_contracts.py:46) and
-      ``runtime_callable_defaults`` (core/runtime_batch_contracts.py:51): lru_caches keyed
-      by the function object, which keep old functions (and their modules) alive.
-
-    Returns how many entries each cache held before."""
-    names = frozenset(names)
-    held: dict[str, int] = {}
-    from openhcs.core import process_local_cache as plc
-    families = [*plc.RegisteredProcessLocalBoundedCache.__registry__.values(),
-                *plc.IdentityBoundProcessCache.__registry__.values()]
-    held["process_local"] = sum(len(c._process_cache.entries) for c in families
-                                if c._process_cache is not None)
-    plc.clear_registered_process_local_caches()
-
-    from openhcs.core import callable_contract
-    held["prepared_callables"] = len(callable_contract._prepared_callable_keys)
-    callable_contract.reset_processing_callable_preparation_cache()
-
-    from openhcs.core.pipeline.function_contracts import resolved_callable_type_hints
-    from openhcs.core.runtime_batch_contracts import runtime_callable_defaults
-    for cached in (resolved_callable_type_hints, runtime_callable_defaults):
-        held[cached.__name__] = cached.cache_info().currsize
-        cached.cache_clear()
-
-    from openhcs.processing.backends.lib_registry.registry_service import RegistryService
-    resolved = RegistryService._resolved_reference_callables
-    with RegistryService._registry_inventory_lock:
-        stale = [key for key, entry in resolved.items()
-                 if getattr(entry.func, "__module__", None) in names]
-        for key in stale:
-            del resolved[key]
-    held["registry_references"] = len(stale)
-    return held
+    """Drop what OpenHCS caches per process about callables (and, of its registry's resolved
+    references, those of the modules ``names``), so that a warm process neither runs nor
+    keeps an old version of a user module's functions: warmd-openhcs's own
+    (``warmd.openhcs.caches``, which lists the caches with their file:line). Returns how
+    many entries each cache held."""
+    from warmd.openhcs.caches import clear_function_caches as clear
+    return clear(names)
 
 
 # --- compile ---------------------------------------------------------------------------
