@@ -148,7 +148,7 @@ class Bench:
             raise RuntimeError(f"a run did not complete: {done}\n{server.log_text()[-3000:]}")
         return seconds
 
-    def rounds(self, label: str, template: Path, make_steps: Callable[[], list]) -> dict[str, list[float]]:
+    def warm_rounds(self, label: str, template: Path, make_steps: Callable[[], list]) -> dict[str, list[float]]:
         """Warm Runs, interleaved: each system once per round, the order alternating."""
         plate = self.root / f"{label}-run"
         systems = self.systems()
@@ -317,9 +317,9 @@ def main() -> int:
         large = None if args.no_large else oh.fresh_plate(root / "large", **LARGE_PLATE)
         bench.start()
         results["idle_before"] = bench.idle()
-        results["example"] = bench.rounds("example", example, example_steps)
+        results["example"] = bench.warm_rounds("example", example, example_steps)
         if large is not None:
-            results["large"] = bench.rounds("larger", large, heavy_steps)
+            results["large"] = bench.warm_rounds("larger", large, heavy_steps)
         results["first_run"] = bench.first_run_after_open(example, args.first_runs)
         results["after_stop"] = bench.run_after_stop(large or example)
         results["idle_after"] = bench.idle()
