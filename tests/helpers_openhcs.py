@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import psutil
 
+from warmd.localdaemon import stop_process
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "openhcs"
 WARM_CONFIG = ('[warmup]\nhooks = ["warmd.openhcs.warmup:warm"]\n'
@@ -109,22 +111,10 @@ class Server:
                 self.client.disconnect()
             except Exception:
                 pass
-        leftovers = self.tree()[1:]
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for proc in leftovers:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+        code = stop_process(self.proc, self.tree()[1:])
         self._log.close()
         self.notify.close()
-        return self.proc.returncode
+        return code
 
 
 def attach(port: int, alive: Callable[[], bool], progress: Callable[[dict], None] | None = None,

@@ -27,7 +27,6 @@ os.environ.setdefault("OPENHCS_CPU_ONLY", "true")
 
 import warmd  # noqa: E402
 from warmd.client.info import family  # noqa: E402
-from warmd.client.watch import Snapshot, WorkerChanged  # noqa: E402
 from warmd.testing import LocalDaemon  # noqa: E402
 
 import driver  # noqa: E402
@@ -39,15 +38,7 @@ def daemon():
     root = Path(tempfile.mkdtemp(prefix="oht-", dir="/tmp"))  # short: the socket lives here
     d = LocalDaemon(root, (EXAMPLE / "warmd.toml").read_text(), pythonpath=(EXAMPLE, root),
                     remove_root=True).start()
-    with d.client() as client:  # until three workers are warm, as the watch stream tells
-        workers: dict = {}
-        for event in client.watch():
-            if isinstance(event, Snapshot):
-                workers = dict(event.workers)
-            elif isinstance(event, WorkerChanged):
-                workers[event.worker.pid] = event.worker
-            if len(workers) >= 3 and all(w.state == "idle" for w in workers.values()):
-                break
+    d.wait_idle(3)
     yield d
     d.stop()
 

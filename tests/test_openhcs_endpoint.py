@@ -26,7 +26,6 @@ pytest.importorskip("openhcs", reason="needs OpenHCS: 'make test' runs these in 
 
 import helpers_openhcs as oh  # noqa: E402
 from warmd.client.info import family  # noqa: E402
-from warmd.client.watch import Snapshot, WorkerChanged  # noqa: E402
 from warmd.testing import LocalDaemon  # noqa: E402
 
 sys.path.insert(0, str(oh.EXAMPLE))
@@ -34,21 +33,6 @@ import pipeline  # noqa: E402
 
 WORKERS = 2
 HANG = 300
-
-
-def wait_warm(daemon: LocalDaemon, count: int) -> dict:
-    """Until ``count`` workers are idle, as the watch stream tells; their rows by pid."""
-    with daemon.client() as client:
-        workers: dict = {}
-        for event in client.watch():
-            if isinstance(event, Snapshot):
-                workers = dict(event.workers)
-            elif isinstance(event, WorkerChanged):
-                workers[event.worker.pid] = event.worker
-            live = {p: w for p, w in workers.items() if w.live}
-            if len(live) >= count and all(w.state == "idle" for w in live.values()):
-                return live
-    raise AssertionError("the watch stream ended")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +49,7 @@ def user_dir():
 def daemon():
     root = Path(tempfile.mkdtemp(prefix="ohd-", dir="/tmp"))
     d = LocalDaemon(root, oh.WARM_CONFIG.format(count=WORKERS), remove_root=True).start()
-    wait_warm(d, WORKERS)
+    d.wait_idle(WORKERS)
     yield d
     d.stop()
 
@@ -138,14 +122,14 @@ def test_a_second_run_is_warm_on_the_same_workers(endpoint, daemon, tmp_path):
     """Two Runs: every lane runs on a worker that was warm before the first, the workers are
     the same processes after, each warmed up once (its registry built then, not in a run),
     and the endpoint itself never started a worker process."""
-    before = wait_warm(daemon, WORKERS)
+    before = daemon.wait_idle(WORKERS)
     plate = oh.fresh_plate(tmp_path / "plate", wells=2, grid=(1, 1), tile=64)
     seconds = []
     for _ in range(2):
         done, took = oh.run_plate(endpoint.client, plate, pipeline.make_pipeline, num_workers=2)
         assert done["status"] == "complete", done
         seconds.append(took)
-    after = wait_warm(daemon, WORKERS)
+    after = daemon.wait_idle(WORKERS)
     assert set(after) == set(before)
     for run in lanes(daemon)[-2:]:
         assert {j.worker_pid for j in run} <= set(before) and len(run) == 2
@@ -229,7 +213,7 @@ def test_stop_ends_that_run_and_leaves_the_workers_warm(endpoint, daemon, user_d
     fifo = tmp_path / "hold.fifo"
     os.mkfifo(fifo)
     write_module(user_dir, "hold_steps", HOLD.format(fifo=str(fifo)))
-    workers = set(wait_warm(daemon, WORKERS))
+    workers = set(daemon.wait_idle(WORKERS))
     plate = oh.fresh_plate(tmp_path / "plate", wells=2, grid=(1, 1), tile=64)
     run = oh.submit(endpoint.client, plate, step("hold_steps", "hold", "hold"), num_workers=2)
     pids = held(fifo, 2)
@@ -244,7 +228,7 @@ def test_stop_ends_that_run_and_leaves_the_workers_warm(endpoint, daemon, user_d
     assert worker_children(daemon, workers) == [], "a process of the stopped run outlived Stop"
     assert oh.wait(endpoint.client, run)["status"] == "cancelled"
     assert {j.state for j in lanes(daemon)[-1]} == {"cancelled"}
-    assert set(wait_warm(daemon, WORKERS)) == workers, "Stop cost a worker"
+    assert set(daemon.wait_idle(WORKERS)) == workers, "Stop cost a worker"
     assert stopped_in < 10, stopped_in
 
     plate = oh.fresh_plate(tmp_path / "plate", wells=2, grid=(1, 1), tile=64)
@@ -402,7 +386,7 @@ def test_a_client_that_looks_while_the_endpoint_starts_attaches_to_it(daemon, tm
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert len(wait_warm(daemon, WORKERS)) == WORKERS  # warmd's workers stay
+    assert len(daemon.wait_idle(WORKERS)) == WORKERS  # warmd's workers stay
 
 
 def test_install_units_writes_the_endpoint_unit_for_this_environment(tmp_path):

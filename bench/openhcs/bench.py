@@ -104,12 +104,7 @@ class Bench:
 
     def wait_idle(self) -> None:
         """Until warmd's workers are all idle (none warming or busy)."""
-        with self.daemon.client() as client:
-            while True:
-                workers = [w for w in client.status().workers if w.live]
-                if len(workers) >= WORKERS and all(w.state == "idle" for w in workers):
-                    return
-                time.sleep(0.05)
+        self.daemon.wait_idle(WORKERS)
 
     def warmd_tree(self) -> list[psutil.Process]:
         procs = []

@@ -132,22 +132,26 @@ class LocalDaemon:
         except psutil.NoSuchProcess:
             return []
 
+    def wait_idle(self, count: int) -> dict[int, Any]:
+        """Until at least ``count`` workers are live and every live one is idle, as the
+        watch stream tells; their rows (``WorkerInfo``) by pid."""
+        from .client.watch import Snapshot, WorkerChanged
+        with self.client() as client:
+            workers: dict[int, Any] = {}
+            for event in client.watch():
+                if isinstance(event, Snapshot):
+                    workers = dict(event.workers)
+                elif isinstance(event, WorkerChanged):
+                    workers[event.worker.pid] = event.worker
+                live = {pid: w for pid, w in workers.items() if w.live}
+                if len(live) >= count and all(w.state == "idle" for w in live.values()):
+                    return live
+        raise RuntimeError(f"warmd's watch stream ended:\n{self.log_text()[-3000:]}")
+
     def stop(self) -> None:
         """SIGTERM and wait (SIGKILL after 30 s), then kill anything of it still alive."""
         if self.proc is not None:
-            leftovers = self.descendants()
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            for proc in leftovers:
-                try:
-                    proc.kill()
-                except psutil.Error:
-                    pass
+            stop_process(self.proc, self.descendants())
             self._log.close()
             self.proc = None
         if self._lifeline_fd >= 0:
@@ -161,3 +165,21 @@ class LocalDaemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_process(proc: subprocess.Popen, leftovers: list[psutil.Process], timeout: float = 30) -> int:
+    """SIGTERM ``proc`` and wait (SIGKILL after ``timeout``), then kill ``leftovers`` (its
+    descendants, listed before) still alive; its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for left in leftovers:
+        try:
+            left.kill()
+        except psutil.Error:
+            pass
+    return proc.returncode
