@@ -79,9 +79,9 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt | deps
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
-# OpenHCS on warmd (examples/openhcs): its own environment, as openhcs is never a dependency
-# of warmd. `make bench-openhcs` measures it against OpenHCS's ZMQ execution server;
-# `make test-openhcs` runs the tests marked openhcs (they skip without it).
+# OpenHCS on warmd (warmd-openhcs, examples/openhcs): its own environment, as openhcs is
+# never a dependency of warmd. `make bench-openhcs` measures warmd-openhcs against OpenHCS's
+# own execution server; `make test-openhcs` runs the tests marked openhcs alone.
 
 $(OPENHCS_STAMP): pyproject.toml bench/openhcs/requirements.txt | deps
 	$(PYTHON) -m venv $(OPENHCS_VENV)
