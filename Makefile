@@ -51,7 +51,7 @@ test-deps:
 test: $(STAMP) test-deps $(OPENHCS_STAMP)
 	$(BIN)/python -m pytest -q
 	$(OPENHCS_VENV)/bin/python -m openhcs.runtime.zmq_execution_server_launcher --prepare-capabilities \
-	    --log-level WARNING 2>&1 | grep -v "^Could not import\|not available" || true
+	    --log-level WARNING 2>&1 | grep -v "Could not import OpenHCS module\\|not available, skipping" || true
 	$(OPENHCS_VENV)/bin/python -m pytest -q -m openhcs
 
 # The long fuzz run over the frame reader and the request handlers (tests/fuzz/); the short
