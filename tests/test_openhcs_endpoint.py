@@ -401,3 +401,37 @@ def test_install_units_writes_the_endpoint_unit_for_this_environment(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["warmd-openhcs.service", "warmd.service",
                                                          "warmd.socket"]
     assert "systemctl --user enable --now warmd-openhcs.service" in done.stdout
+
+
+def test_a_run_after_warmd_was_killed_and_came_back_goes_to_the_new_daemon(tmp_path):
+    """kill -9 of the daemon between two Runs (its workers with it): the endpoint stays up,
+    and its next Run goes to the daemon that serves the socket now."""
+    import signal
+    root = Path(tempfile.mkdtemp(prefix="ohr-", dir="/tmp"))
+    config = oh.WARM_CONFIG.format(count=1)
+    first = LocalDaemon(root, config).start()
+    server = oh.endpoint(oh.free_port(), first.socket, tmp_path / "endpoint.log")
+    second = None
+    try:
+        server.notify.wait_for("STATUS=warm", server.alive, timeout=HANG)
+        server.attach()
+        plate = oh.fresh_plate(tmp_path / "plate", wells=1, grid=(1, 1), tile=64)
+        assert oh.run_plate(server.client, plate, pipeline.make_pipeline, num_workers=1)[0]["status"] \
+            == "complete"
+        doomed = [first.pid, *(p.pid for p in first.descendants())]
+        for pid in doomed:
+            os.kill(pid, signal.SIGKILL)
+        first.proc.wait()
+        second = LocalDaemon(root, config).start()  # the same socket
+        second.wait_idle(1)
+        plate = oh.fresh_plate(tmp_path / "plate", wells=1, grid=(1, 1), tile=64)
+        done, _ = oh.run_plate(server.client, plate, pipeline.make_pipeline, num_workers=1)
+        assert done["status"] == "complete", (done, server.log_text()[-3000:])
+        with second.client() as client:
+            assert [j.name for j in client.jobs() if j.kind == "group"][-1].startswith("openhcs plate")
+    finally:
+        server.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
+        shutil.rmtree(root, ignore_errors=True)

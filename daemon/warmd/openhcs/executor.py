@@ -18,6 +18,7 @@ take turns in-process and overlap only while their wells run elsewhere.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -137,6 +138,7 @@ class LaneFactory:
             progress_queue=self.progress_queue, log_file_base=self.log_file_base, gpu=gpu)
 
 
+@functools.cache
 def _resources_class() -> type:
     """OpenHCS's pooled-executor resources with warmd's lane runner (defined on first use,
     so that importing this module does not import OpenHCS)."""

@@ -37,34 +37,51 @@ class Link:
         self.ready = threading.Event()
         self.error: str | None = None
         self.notes: list[str] = []
+        self.mismatch = False   # its workers import another OpenHCS: never usable
         self._client: Any = None
         self._workers: dict[int, Any] = {}
         self._lock = threading.Lock()
-        self._closed = False
+        self._opening = threading.Lock()
 
     # ---------------------------------------------------------------- connecting
 
     def start(self) -> None:
-        threading.Thread(target=self._connect, name="warmd link", daemon=True).start()
+        threading.Thread(target=self._open_and_follow, name="warmd link", daemon=True).start()
 
-    def _connect(self) -> None:
-        try:
-            client = warmd.Client(self.socket, autostart=self.autostart, name="warmd-openhcs")
-            self._check(client)
-        except BaseException as exc:  # the endpoint stays up and says why at every run
-            self.error = f"warmd is not usable for OpenHCS runs: {exc}"
-            log.error("%s", self.error)
-            self.ready.set()
-            return
-        with self._lock:
-            self._client, self.error = client, None
-        self.ready.set()
-        self._follow(client)
+    def _open_and_follow(self) -> None:
+        client = self._open()
+        if client is not None:
+            self._follow(client)
+
+    def _open(self) -> Any:
+        """A connected, checked client, or None with ``error`` saying why (one attempt at a
+        time; the endpoint stays up and says why at every run)."""
+        with self._opening:
+            with self._lock:
+                if self._client is not None:
+                    return self._client
+            try:
+                client = warmd.Client(self.socket, autostart=self.autostart, name="warmd-openhcs")
+                try:
+                    self._check(client)
+                except BaseException:
+                    client.close()
+                    raise
+            except BaseException as exc:
+                self.error = f"warmd is not usable for OpenHCS runs: {exc}"
+                log.error("%s", self.error)
+                return None
+            finally:
+                self.ready.set()
+            with self._lock:
+                self._client, self.error = client, None
+            return client
 
     def _check(self, client: Any) -> None:
         from . import executor
         probe = executor.submit_probe(client).result()
         if self.expected_openhcs and probe["openhcs"] != self.expected_openhcs:
+            self.mismatch = True  # connecting again would not help
             raise WarmdUnavailable(
                 f"warmd's workers import OpenHCS {probe['openhcs']} ({probe['python']}), this "
                 f"endpoint OpenHCS {self.expected_openhcs}: run the warmd daemon from this "
@@ -101,22 +118,20 @@ class Link:
     # ---------------------------------------------------------------- using
 
     def client(self, timeout: float | None = None) -> Any:
-        """A connected client, once the link is up; WarmdUnavailable saying why not."""
+        """A connected client (connecting again if the last one was lost); WarmdUnavailable
+        saying why there is none."""
         if not self.ready.wait(timeout):
             raise WarmdUnavailable("warmd is still connecting")
         with self._lock:
             client = self._client
-        if client is not None:
-            return client
-        if self.error is not None and "import OpenHCS" in self.error:
-            raise WarmdUnavailable(self.error)
-        self.ready.clear()
-        self._connect_again()
-        return self.client(timeout)
-
-    def _connect_again(self) -> None:
-        thread = threading.Thread(target=self._connect, name="warmd link", daemon=True)
-        thread.start()
+        if client is None and not self.mismatch:
+            client = self._open()
+            if client is not None:
+                threading.Thread(target=self._follow, args=(client,), name="warmd watch",
+                                 daemon=True).start()
+        if client is None:
+            raise WarmdUnavailable(self.error or "warmd is not connected")
+        return client
 
     def workers(self) -> list[Any]:
         with self._lock:
