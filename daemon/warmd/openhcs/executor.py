@@ -127,11 +127,14 @@ class LaneFactory:
         execution_id = self.progress_context.execution_id
         run = self.backend.runs.get(execution_id) or self.backend.runs.begin(
             execution_id, Path(str(self.progress_context.plate_id)).name)
-        if run.cancelled:
-            self.cancellation.raise_if_requested("before its lanes started")
         client = self.backend.client()
         gpu = client.status().capacity.get("mode") == "gpu"
         run.group = client.group(name=f"openhcs {run.plate} {execution_id[:8]}")
+        if run.cancelled or self.cancellation.is_requested:
+            # Stop came while the group was made: ``Runs.cancel`` looks at the group after
+            # marking the run, this after setting it, so one of the two cancels it.
+            run.group.cancel()
+            self.cancellation.raise_if_requested("before its lanes started")
         return _resources_class()(
             multiprocessing_context=multiprocessing.get_context("spawn"), use_multiprocessing=True,
             _executor=run.group, cancellation=self.cancellation, run=run, backend=self.backend,

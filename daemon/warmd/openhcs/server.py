@@ -84,7 +84,6 @@ class WarmdExecutionServer(ZMQExecutionServer):
         self.freshness = Freshness()
         self.wake = Wake()
         self.progress_queue = WakingQueue(self.wake)
-        self.max_runs = max_runs
         self._run_slots = threading.BoundedSemaphore(max_runs)
         self._openhcs_warm = threading.Event()
         self._procs: dict[int, psutil.Process] = {}
