@@ -68,7 +68,7 @@ def test_the_endpoint_unit_serves_openhcs_on_socket_activated_warmd(tmp_path):
         assert sd.show(UNIT, "ActiveState") == "inactive" and sd.show(UNIT, "Result") == "success"
         sd.sync_journal()
         journal = sd.journalctl("--user-unit", UNIT).stdout
-        assert f"serving OpenHCS 0.8.6 on ipc://" in journal and "stopped" in journal
+        assert "serving OpenHCS 0.8.6 on ipc://" in journal and "stopped" in journal
         assert sd.show("warmd.service", "ActiveState") == "active"  # warmd's workers stay
     finally:
         sd.stop()

@@ -104,9 +104,7 @@ class WarmdExecutionServer(ZMQExecutionServer):
     def _warm_openhcs(self, on_warm: Callable[[str], None]) -> None:
         self._prepare_openhcs()
         self.link.ready.wait()
-        workers = len(self.link.workers())
-        on_warm(f"warm: OpenHCS's registry ready; "
-                + (self.link.error or f"warmd: {workers} worker{'s' if workers != 1 else ''}"))
+        on_warm("warm: OpenHCS's registry ready; " + (self.link.error or "warmd connected"))
 
     def _prepare_openhcs(self) -> None:
         start = time.perf_counter()
