@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import (ConfigError, DaemonUnavailable, FrameTooLarge, JobExit, JobLost, JobTimedOut, RemoteError,
+from .errors import (ClientClosed, ConfigError, DaemonUnavailable, FrameTooLarge, JobExit, JobLost, JobTimedOut, RemoteError,
                      RequestFailed, UnknownJob, UnsafePath, VersionMismatch, WarmdError)
 from .runtime import cancelled, device, job_id, on_code_change, progress, xp
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .inplace import buffer, empty, zeros
 
 __all__ = ["Client", "JobFuture", "JobGroup", "GroupProgress", "ref", "ResultRef", "JobCancelled", "JobExit", "JobLost", "JobTimedOut", "RemoteError",
-           "RequestFailed", "ConfigError", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
+           "RequestFailed", "ClientClosed", "ConfigError", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
            "FrameTooLarge", "empty", "zeros", "buffer",
            "Output", "Log", "Progress", "ChildProgress", "StateChange", "Warming", "Gap", "Finished",
            "progress", "cancelled", "device", "xp", "job_id", "on_code_change", "__version__"]

@@ -30,6 +30,15 @@ class DaemonUnavailable(WarmdError):
     """No daemon answers on the socket and none could be started."""
 
 
+class ClientClosed(WarmdError, RuntimeError):
+    """The client was shut down (``shutdown()``, ``close()``, the end of its ``with``): it
+    takes no more work. A RuntimeError, as ``Executor.submit`` after shutdown raises."""
+
+    def __init__(self, message: str = "this warmd client was shut down (shutdown(), close() or "
+                                      "the end of its 'with'): make a new one to submit more") -> None:
+        super().__init__(message)
+
+
 class AlreadyRunning(WarmdError):
     """A live daemon already answers on the socket this daemon wanted."""
 

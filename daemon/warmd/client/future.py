@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from ..errors import WarmdError
-from .events import Event, Finished, follow, output_text
+from .events import Event, Finished, StateChange, follow, output_text
 from .outcome import JobCancelled, result_of
 
 
@@ -36,6 +36,7 @@ class JobFuture(concurrent.futures.Future):
         self._stream = threading.Condition()
         self._loaded = False   # the result is unpickled when first asked for, not on arrival
         self._value: Any = None
+        self._cancelled: JobCancelled | None = None  # why, when the job ended cancelled
 
     # -- identity
     @property
@@ -56,13 +57,31 @@ class JobFuture(concurrent.futures.Future):
 
     def result(self, timeout: float | None = None) -> Any:
         """The job's return value, unpickled here on the first call (a future whose result
-        only goes on to other jobs never needs to unpickle it)."""
-        super().result(timeout)
+        only goes on to other jobs never needs to unpickle it). A cancelled job raises
+        JobCancelled (a concurrent.futures.CancelledError) saying why."""
+        try:
+            super().result(timeout)
+        except concurrent.futures.CancelledError as exc:
+            raise self._cancelled or exc from None
         with self._stream:
             if not self._loaded:
                 self._value = result_of(self._end)
                 self._loaded = True
         return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            exc = super().exception(timeout)
+        except concurrent.futures.CancelledError as cancelled:
+            raise self._cancelled or cancelled from None
+        if self._cancelled is not None:  # cancelled while it ran: it raises, as any cancelled one
+            raise self._cancelled
+        return exc
+
+    def cancelled(self) -> bool:
+        """True when the job ended cancelled: before it started, as with any Future, or
+        while it ran (a cancel here reaches running jobs; ``running()`` was True then)."""
+        return super().cancelled() or self._cancelled is not None
 
     # -- streaming
     def events(self, start: int = 0) -> Iterator[Event]:
@@ -131,6 +150,9 @@ class JobFuture(concurrent.futures.Future):
             self._stream.notify_all()
         if isinstance(item, Finished):
             self._settle(item)
+        elif isinstance(item, StateChange) and item.state == "running":
+            if not self.running() and not self.done():  # only this reader moves the state
+                self.set_running_or_notify_cancel()
 
     def _settle(self, end: Finished) -> None:
         if end.state == "succeeded":
@@ -138,9 +160,14 @@ class JobFuture(concurrent.futures.Future):
             return
         try:
             result_of(end)
-        except JobCancelled:
-            super().cancel()
-            self.set_running_or_notify_cancel()
+        except JobCancelled as exc:
+            if self.running():  # a Future cannot be cancelled once running: it ends raising
+                self._cancelled = exc
+                self.set_exception(exc)
+            else:
+                self._cancelled = exc
+                super().cancel()
+                self.set_running_or_notify_cancel()
         except BaseException as exc:
             self.set_exception(exc)
 

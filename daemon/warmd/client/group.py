@@ -168,16 +168,22 @@ class JobGroup(GroupExecutor):
 def results_in_order(futures: list[Any], timeout: float | None,
                      cancel_rest: Callable[[], Any]) -> Iterator[Any]:
     """``Executor.map``'s iterator over ``futures``: one cancel for all the rest if it
-    stops early (an item raised, or the caller dropped it)."""
+    stops early (an item raised, or the caller dropped it). It holds only the futures
+    not yet yielded: a result given is the caller's to keep or let go."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    pending = futures[::-1]
+    del futures  # the caller's list is not held either
 
     def results() -> Iterator[Any]:
         try:
-            for future in futures:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                yield future.result(left)
+            while pending:
+                yield _result(pending.pop(), deadline)
         finally:
-            if any(not f.done() for f in futures):
+            if any(not f.done() for f in pending):
                 cancel_rest()
 
     return results()
+
+
+def _result(future: Any, deadline: float | None) -> Any:
+    return future.result(None if deadline is None else max(0.0, deadline - time.monotonic()))

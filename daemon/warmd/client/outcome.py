@@ -1,6 +1,7 @@
 """Turning a job's end into a return value or the right exception."""
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Any
 
 from .. import oob
@@ -8,8 +9,9 @@ from ..errors import JobExit, JobLost, JobTimedOut, RemoteError, RemoteTraceback
 from .events import Finished
 
 
-class JobCancelled(WarmdError):
-    """The job was cancelled (by this client or another)."""
+class JobCancelled(WarmdError, concurrent.futures.CancelledError):
+    """The job was cancelled (by this client or another). A ``concurrent.futures``
+    CancelledError, as a cancelled future's ``result()`` raises, with the reason."""
 
     def __init__(self, job_id: str, message: str = "") -> None:
         super().__init__(message or f"job {job_id} was cancelled")

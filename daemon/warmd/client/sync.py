@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 from .. import fdpass
 from ..channel import Channel, send_wire
-from ..errors import DaemonUnavailable, WarmdError
+from ..errors import ClientClosed, DaemonUnavailable, WarmdError
 from ..protocol import RECV_SIZE, Frame, Wire
 from . import jobspec
 from . import reconnect as reconnects
@@ -46,6 +46,7 @@ class Client(concurrent.futures.Executor):
         self._requests: dict[int, Pending | JobFuture] = {}
         self._jobs: dict[str, list[JobFuture]] = {}  # job id -> futures following it
         self._closed = False
+        self._shut = False  # shutdown() was called: no new jobs, the rest may still end
         self._broken: BaseException | None = None
         self._feed: WatchFeed | None = None      # this connection's watch, once asked for
         self._watch_start = threading.Lock()
@@ -202,10 +203,10 @@ class Client(concurrent.futures.Executor):
         # Encoded and sent under one lock: frames leave in the order the core made them.
         with self._channel.send_lock:
             with self._lock:
+                if self._closed:
+                    raise ClientClosed()
                 if self._broken is not None:
                     raise self._broken
-                if self._closed:
-                    raise RuntimeError("cannot use a Client after shutdown()")
                 req, data = encode()
                 self._requests[req] = waiter
             send_wire(self._channel.sock, data)
@@ -267,6 +268,7 @@ class Client(concurrent.futures.Executor):
 
     def submit_job(self, request: jobspec.JobRequest, *, device: int | None = None,
                    attach: bool = True, group: str | None = None) -> JobFuture:
+        self._check_open()
         future = JobFuture(self)
         future._detached = not attach
         device = self.device if device is None else device
@@ -277,6 +279,7 @@ class Client(concurrent.futures.Executor):
         """A new group: an Executor whose jobs run, are cancelled and report progress as one
         (see ``JobGroup``). Inside a job, the group is that job's child. Without ``follow``
         this client is not sent the group's events (its ``progress`` stays empty)."""
+        self._check_open()
         future = JobFuture(self)
         future._detached = not follow
         self._send("group", future, name=str(name), attach=follow)
@@ -389,20 +392,36 @@ class Client(concurrent.futures.Executor):
         self._call("shutdown")
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Executor.shutdown: optionally cancel or wait for this client's jobs, then disconnect."""
+        """Executor.shutdown: no new jobs from here on (ClientClosed); ``cancel_futures``
+        cancels this client's jobs that have not started; with ``wait`` return once the
+        rest have ended, else at once, disconnecting when they have."""
         with self._lock:
+            self._shut = True
             pending = {f for fs in self._jobs.values() for f in fs}
             pending.update(r for r in self._requests.values() if isinstance(r, JobFuture))
         if cancel_futures:
             for future in pending:
-                if not future.done():
+                if not future.running() and not future.done():
                     try:
                         future.cancel()
                     except WarmdError:
                         pass
         if wait:
             concurrent.futures.wait(pending)
+            self.close()
+        elif pending:
+            threading.Thread(target=self._close_when_done, args=(pending,),
+                             name="warmd-client-shutdown", daemon=True).start()
+        else:
+            self.close()
+
+    def _close_when_done(self, pending: set[JobFuture]) -> None:
+        concurrent.futures.wait(pending)
         self.close()
+
+    def _check_open(self) -> None:
+        if self._shut or self._closed:
+            raise ClientClosed()
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         # On an error, do not wait for jobs: they belong to the daemon and keep running there.

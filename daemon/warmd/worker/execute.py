@@ -75,10 +75,12 @@ def run(frame: Frame, is_cancelled, usercode: UserCode, limits: Limits) -> Outco
         return Outcome("succeeded", 0)
     try:
         pickled = resultpickle.dumps(result, limits.buffer_min)
-    except Exception as exc:
-        return Outcome("failed", 1, {"type": "PicklingError",
-                                     "message": f"the job's result could not be pickled: {exc}",
-                                     "traceback": traceback.format_exc()})
+    except KeyboardInterrupt as exc:
+        if is_cancelled():
+            return Outcome("cancelled", 130, _error(exc, "job cancelled"))
+        return _unpicklable_result(exc)
+    except BaseException as exc:  # SystemExit from a __reduce__ too: the worker lives on
+        return _unpicklable_result(exc)
     del result
     if len(pickled.payload) > limits.max_frame:
         return _too_large(f"the job's result pickles to {len(pickled.payload)} bytes (its arrays "
@@ -88,6 +90,18 @@ def run(frame: Frame, is_cancelled, usercode: UserCode, limits: Limits) -> Outco
                           f"daemon's limit of {limits.buffer_max} (buffers.max_bytes)")
     return Outcome("succeeded", 0, None, pickled.payload,
                    {"buffers": pickled.buffers} if pickled.buffers else {}, tuple(pickled.files))
+
+
+def _unpicklable_result(exc: BaseException) -> Outcome:
+    """The pickling error itself, as the client raises it (its own type where it unpickles
+    there), noted with what failed."""
+    if not isinstance(exc, Exception):  # SystemExit and kin: raised in the client, they would end it
+        error = pickle.PicklingError(f"pickling the job's result raised {_qualname(type(exc))}: {exc}")
+        error.__cause__, exc = exc, error
+    exc.add_note("(raised by warmd while pickling the job's result to send it back)")
+    outcome = _exception_outcome(exc)
+    outcome.error["message"] = f"the job's result could not be pickled: {outcome.error['message']}"
+    return outcome
 
 
 def _too_large(message: str) -> Outcome:
