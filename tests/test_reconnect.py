@@ -126,6 +126,53 @@ def test_the_async_client_reconnects_the_same_way(make_daemon):
     assert five == 5
 
 
+class HangUp:
+    """Something on the daemon's socket that accepts ``times`` connections and closes
+    each once its greeting came, unanswered: a daemon gone while a welcome was awaited."""
+
+    def __init__(self, path: str, times: int) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(8)
+        self.path, self.times, self.done = path, times, threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        for _ in range(self.times):
+            conn, _ = self.sock.accept()
+            conn.recv(65536)
+            conn.close()
+        self.done.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        os.unlink(self.path)
+
+
+def test_a_connection_lost_before_the_welcome_does_not_end_the_reconnect(make_daemon):
+    daemon = make_daemon(ONE_WORKER)
+
+    async def main():
+        async with AsyncClient(daemon.socket, autostart=False) as client:
+            events = client.watch()
+            assert isinstance(await anext(events), Snapshot)
+            daemon.stop()
+            async for event in events:
+                if isinstance(event, Disconnected):
+                    assert event.reconnecting
+                    break
+            hangup = HangUp(daemon.socket, times=3)
+            assert await asyncio.to_thread(hangup.done.wait, DEADLINE)
+            hangup.close()
+            daemon.start()
+            async for event in events:
+                assert not isinstance(event, Disconnected), event  # the reconnect went on
+                if isinstance(event, Snapshot):
+                    break
+            return await (await client.submit(sum, [2, 3])).result()
+    assert asyncio.run(asyncio.wait_for(main(), DEADLINE)) == 5
+
+
 def test_without_reconnect_or_a_daemon_coming_back_the_end_is_clear(make_daemon):
     daemon = make_daemon(ONE_WORKER)
     client = daemon.client(reconnect=False)

@@ -25,7 +25,7 @@ from .client.info import JobInfo, Status
 from .client import reconnect as reconnects
 from .client.watch import WatchEvent, WatchFeed
 from .client.outcome import JobCancelled
-from .errors import DaemonUnavailable, WarmdError
+from .errors import ClientClosed, DaemonUnavailable, WarmdError
 from .protocol import Frame
 from .receiver import BufferedReceiver
 from .unixtransport import UnixTransport
@@ -86,13 +86,15 @@ class AsyncClient:
         sock = await asyncio.to_thread(connect, self.socket_path, self.autostart, self.daemon_args)
         self._core, self._welcome = ClientCore(self._name), loop.create_future()
         self._connection = _Connection(self)
-        self._transport = UnixTransport(loop, sock, self._connection)
-        self._transport.write(self._core.greeting())
+        # Held here too: losing the connection while the welcome is awaited clears the
+        # client's reference (``_lost``), and this attempt must still close its own.
+        transport = self._transport = UnixTransport(loop, sock, self._connection)
+        transport.write(self._core.greeting())
         try:
             await self._welcome
         except BaseException:
             self._connection = None
-            self._transport.close()
+            transport.close()
             raise
         self._modules.warm_packages = frozenset(self._core.welcome.get("warm_packages", ()))
 
@@ -220,6 +222,8 @@ class AsyncClient:
                 await asyncio.wait_for(self._online.wait(), self._reconnect_for)
             except asyncio.TimeoutError:
                 pass
+        if self._closing:
+            raise ClientClosed()
         if self._broken is not None:
             raise self._broken
         if self._transport is None:
