@@ -143,6 +143,20 @@ def test_a_second_run_is_warm_on_the_same_workers(endpoint, daemon, tmp_path):
     assert all("resource_tracker" in " ".join(p.cmdline()) for p in children), children
 
 
+def test_the_endpoint_rehearses_a_run_before_it_says_it_is_warm(endpoint, daemon):
+    """Before STATUS=warm the endpoint ran a two-well plate through itself, with OpenHCS's
+    own client: a group of two lanes that succeeded on the warm workers, and its temporary
+    plate is gone."""
+    with daemon.client() as client:
+        jobs = client.jobs()
+    rehearsals = [j for j in jobs if j.kind == "group" and j.name.startswith("openhcs rehearsal ")]
+    assert len(rehearsals) == 1, [j.name for j in jobs if j.kind == "group"]
+    ran = [j for j in family(jobs, rehearsals[0].id) if j.kind == "call"]
+    assert len(ran) == 2 and {j.state for j in ran} == {"succeeded"}
+    assert "rehearsal run (a two-well synthetic plate) done" in endpoint.log_text()
+    assert not list(Path(tempfile.gettempdir()).glob("warmd-openhcs-rehearsal-*"))
+
+
 # ---------------------------------------------------------------- Stop
 
 HOLD = """

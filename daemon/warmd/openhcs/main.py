@@ -45,6 +45,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--job-log-level", default=None, choices=("debug", "info", "warning", "error"),
                    help="the level of the lanes' records in warmd's streams and the journal "
                         "(default: the daemon's workers.job_log_level)")
+    p.add_argument("--no-rehearsal", action="store_true",
+                   help="do not run a two-well synthetic plate through the endpoint once it is warm "
+                        "(the rehearsal that spares the first real Run OpenHCS's first-use costs)")
     p.add_argument("--replace", action="store_true",
                    help="stop an OpenHCS server that already answers on the endpoint, then serve it")
     p.add_argument("--version", action="version", version=f"warmd-openhcs {__version__}")
@@ -77,7 +80,8 @@ def serve(args: argparse.Namespace, notify: Notifier) -> int:
         from .server import WarmdExecutionServer  # OpenHCS's server: seconds of imports
         server = WarmdExecutionServer(config=config, link=link, max_runs=args.max_runs,
                                       lane_log_level=args.worker_log_level.upper(),
-                                      job_log_level=args.job_log_level)
+                                      job_log_level=args.job_log_level,
+                                      rehearse=not args.no_rehearsal)
         server.start()
         endpoint.tighten()
     log.info("serving OpenHCS %s on %s", version, endpoint.describe())

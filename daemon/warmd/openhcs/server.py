@@ -36,7 +36,7 @@ from openhcs.runtime.zmq_server_hooks import ZMQWorkerCleanup
 from zmqruntime.messages import ExecutionStatus, MessageFields, ResponseType, WorkerState
 from zmqruntime.server import ZMQServer
 
-from . import caches, executor
+from . import caches, executor, rehearsal
 from .freshness import Freshness
 from .link import Link
 
@@ -76,7 +76,7 @@ class WakingQueue(queue.Queue):
 class WarmdExecutionServer(ZMQExecutionServer):
     def __init__(self, *, config: Any, link: Link, max_runs: int = 4,
                  lane_log_level: str = "INFO", job_log_level: str | None = None,
-                 log_file_path: str | None = None) -> None:
+                 log_file_path: str | None = None, rehearse: bool = True) -> None:
         super().__init__(config=config, log_file_path=log_file_path)
         self.link = link
         self.runs = executor.Runs()
@@ -86,6 +86,8 @@ class WarmdExecutionServer(ZMQExecutionServer):
         self.progress_queue = WakingQueue(self.wake)
         self._run_slots = threading.BoundedSemaphore(max_runs)
         self._openhcs_warm = threading.Event()
+        self._rehearse = rehearse
+        self._rehearsing = False
         self._procs: dict[int, psutil.Process] = {}
         self._uninstall = executor.install(executor.Backend(
             client=link.client, lock=self.process_lock, runs=self.runs,
@@ -104,7 +106,21 @@ class WarmdExecutionServer(ZMQExecutionServer):
     def _warm_openhcs(self, on_warm: Callable[[str], None]) -> None:
         self._prepare_openhcs()
         self.link.ready.wait()
+        if self._rehearse and not self.link.error:
+            self._rehearse_first_run()
         on_warm("warm: OpenHCS's registry ready; " + (self.link.error or "warmd connected"))
+
+    def _rehearse_first_run(self) -> None:
+        self._rehearsing = True
+        try:
+            seconds = rehearsal.rehearse(self.config)
+        except Exception as exc:  # the endpoint serves all the same; the first Run pays
+            log.warning("the rehearsal run did not complete (%s); the first Run warms up "
+                        "OpenHCS's compiler instead", exc)
+        else:
+            log.info("rehearsal run (a two-well synthetic plate) done in %.1f s", seconds)
+        finally:
+            self._rehearsing = False
 
     def _prepare_openhcs(self) -> None:
         start = time.perf_counter()
@@ -127,6 +143,8 @@ class WarmdExecutionServer(ZMQExecutionServer):
         parts = []
         if not self._openhcs_warm.is_set():
             parts.append("OpenHCS catalog warming")
+        if self._rehearsing:
+            parts.append("rehearsing a first run")
         line = self.link.status_line()
         if line:
             parts.append(line)
