@@ -16,8 +16,9 @@ Plates: the example plate (examples/openhcs/pipeline.py: 4 wells x 4 sites x 2
 channels x 2 z at 256 px, three steps) and a larger one (16 wells x 4 sites x 2
 channels x 3 z at 512 px, a Gaussian blur before the three steps). Measured: a warm
 Run (medians); the first Run after a GUI opens (the stock path spawns its server as
-the GUI does; the endpoint is up already, as its unit starts it with the session); a
-Run after a Stop; idle CPU and memory. Every Run's output files are compared with the
+the GUI does; warmd and the endpoint are up already, as their units start them with the
+session: each round a new daemon and endpoint, warm, never having run a user's plate);
+a Run after a Stop; idle CPU and memory. Every Run's output files are compared with the
 first Run's (tests/helpers_openhcs.output_files). The last line is the headline:
 
     openhcs: larger plate Z1x faster than stock num_workers=2 spawn (A s vs B s); example plate Z2x (C s vs D s); first Run after the GUI opens Z3x faster (E s vs F s)
@@ -72,20 +73,13 @@ class Bench:
         self.root = root
         self.rounds = rounds
         self.results: dict[str, Any] = {}
+        self.starts = 0
         self.daemon = self.endpoint = self.stock = None
 
     # ------------------------------------------------------------ systems
 
     def start(self) -> None:
-        from warmd.testing import LocalDaemon
-        (self.root / "d").mkdir()
-        start = time.perf_counter()
-        self.daemon = LocalDaemon(self.root / "d", oh.WARM_CONFIG.format(count=WORKERS)).start()
-        self.endpoint = oh.endpoint(oh.free_port(), self.daemon.socket, self.root / "endpoint.log")
-        self.endpoint.notify.wait_for("STATUS=warm", self.endpoint.alive, timeout=900)
-        self.wait_idle()
-        self.endpoint.attach()
-        self.results["endpoint_warm_seconds"] = time.perf_counter() - start
+        self.start_warmd()
         start = time.perf_counter()
         self.stock = oh.stock_server(oh.free_port(), self.root / "stock.log")
         self.stock.attach()
@@ -94,6 +88,26 @@ class Bench:
         self.results["stock_start_seconds"] = time.perf_counter() - start
         out(f"warmd-openhcs warm in {self.results['endpoint_warm_seconds']:.1f} s ({WORKERS} workers); "
             f"OpenHCS's server ready in {self.results['stock_start_seconds']:.1f} s")
+
+    def start_warmd(self, attach: bool = True) -> None:
+        """A new warmd daemon and endpoint, as a session starts them; returns once the
+        endpoint says it is warm (its rehearsal run done) and the workers are idle."""
+        from warmd.testing import LocalDaemon
+        home = self.root / f"d{self.starts}"
+        self.starts += 1
+        home.mkdir()
+        start = time.perf_counter()
+        self.daemon = LocalDaemon(home, oh.WARM_CONFIG.format(count=WORKERS)).start()
+        self.endpoint = oh.endpoint(oh.free_port(), self.daemon.socket, home / "endpoint.log")
+        self.endpoint.notify.wait_for("STATUS=warm", self.endpoint.alive, timeout=900)
+        self.wait_idle()
+        if attach:
+            self.endpoint.attach()
+        self.results.setdefault("endpoint_warm_seconds", time.perf_counter() - start)
+
+    def stop_warmd(self) -> None:
+        self.endpoint.stop()
+        self.daemon.stop()
 
     def stop(self) -> None:
         for server in (self.endpoint, self.stock):
@@ -174,7 +188,8 @@ class Bench:
 
     def first_run_after_open(self, template: Path, rounds: int) -> dict[str, list[float]]:
         """The GUI opens and presses Run: the stock path starts OpenHCS's server first (its
-        client spawns the launcher), the endpoint is already up."""
+        client spawns the launcher); warmd and the endpoint were started with the session
+        (each round a new daemon and endpoint, warm but never having run a user's plate)."""
         plate = self.root / "first-run"
         found: dict[str, list[float]] = {"stock num_workers=2 spawn (server started)": [],
                                          "warmd-openhcs num_workers=2": []}
@@ -191,8 +206,9 @@ class Bench:
             finally:
                 cold.stop()
                 self.pause(self.warmd_tree, False)
+            self.stop_warmd()
+            self.start_warmd(attach=False)
             copy_plate(template, plate)
-            self.wait_idle()
             start = time.perf_counter()
             client = oh.attach(self.endpoint.port, self.endpoint.alive)  # the GUI opening
             try:
@@ -201,6 +217,7 @@ class Bench:
             finally:
                 client.disconnect()
                 self.pause(self.stock.tree, False)
+            self.endpoint.attach()
             out(f"  first Run after opening, round {r + 1}: stock "
                 f"{found['stock num_workers=2 spawn (server started)'][-1]:.2f} s, warmd-openhcs "
                 f"{found['warmd-openhcs num_workers=2'][-1]:.2f} s")
