@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import signal
 import socket
-import threading
 import time
 
 import pytest
@@ -19,39 +17,11 @@ from warmd.aio import AsyncClient
 from warmd.client.events import Output
 from warmd.client.watch import Disconnected, Reconnected, Snapshot
 
+from helpers_reconnect import HangUp, Watching, wait_for_output
+
 DEADLINE = 60
 ONE_WORKER = "[workers]\ncount = 1\nspares = 0\n"
 SLEEPER = "import time\nprint('running', flush=True)\ntime.sleep(300)"
-
-
-def wait_for_output(future, text: str) -> None:
-    for event in future.events():
-        if isinstance(event, Output) and text in event.text:
-            return
-    raise AssertionError(f"the job ended without printing {text!r}")
-
-
-class Watching:
-    def __init__(self, client: warmd.Client) -> None:
-        self.events: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._run, args=(client,), daemon=True)
-        self.thread.start()
-        assert isinstance(self.next(), Snapshot)
-
-    def _run(self, client) -> None:
-        for event in client.watch():
-            self.events.put(event)
-        self.events.put(None)  # the iterator ended
-
-    def next(self):
-        return self.events.get(timeout=DEADLINE)
-
-    def until(self, kind) -> list:
-        seen = []
-        while not seen or not isinstance(seen[-1], kind):
-            seen.append(self.next())
-            assert seen[-1] is not None, f"the watch ended before a {kind.__name__}: {seen}"
-        return seen
 
 
 def test_a_client_carries_on_across_a_daemon_crash_and_restart(make_daemon):
@@ -124,29 +94,6 @@ def test_the_async_client_reconnects_the_same_way(make_daemon):
     seen, five = asyncio.run(asyncio.wait_for(main(), DEADLINE))
     assert seen[-3].reconnecting and isinstance(seen[-2], Reconnected) and seen[-1].resync
     assert five == 5
-
-
-class HangUp:
-    """Something on the daemon's socket that accepts ``times`` connections and closes
-    each once its greeting came, unanswered: a daemon gone while a welcome was awaited."""
-
-    def __init__(self, path: str, times: int) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(8)
-        self.path, self.times, self.done = path, times, threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        for _ in range(self.times):
-            conn, _ = self.sock.accept()
-            conn.recv(65536)
-            conn.close()
-        self.done.set()
-
-    def close(self) -> None:
-        self.sock.close()
-        os.unlink(self.path)
 
 
 def test_a_connection_lost_before_the_welcome_does_not_end_the_reconnect(make_daemon):

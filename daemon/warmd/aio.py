@@ -26,7 +26,7 @@ from .client import reconnect as reconnects
 from .client.watch import WatchEvent, WatchFeed
 from .client.outcome import JobCancelled
 from .errors import ClientClosed, DaemonUnavailable, WarmdError
-from .protocol import Frame
+from .protocol import E_SHUTTING_DOWN, Frame
 from .receiver import BufferedReceiver
 from .unixtransport import UnixTransport
 
@@ -72,6 +72,7 @@ class AsyncClient:
         self._closing = False
         self._feed: WatchFeed | None = None      # this connection's watch, once asked for
         self._watching: asyncio.Future | None = None
+        self._gone = asyncio.Event()  # the current connection's end
 
     async def connect(self) -> "AsyncClient":
         self._online = asyncio.Event()
@@ -86,6 +87,7 @@ class AsyncClient:
         sock = await asyncio.to_thread(connect, self.socket_path, self.autostart, self.daemon_args)
         self._core, self._welcome = ClientCore(self._name), loop.create_future()
         self._connection = _Connection(self)
+        self._gone = asyncio.Event()  # set when this connection ends
         # Held here too: losing the connection while the welcome is awaited clears the
         # client's reference (``_lost``), and this attempt must still close its own.
         transport = self._transport = UnixTransport(loop, sock, self._connection)
@@ -177,6 +179,7 @@ class AsyncClient:
     def _lost(self, exc: BaseException | None) -> None:
         error = exc if isinstance(exc, WarmdError) else self._core.eof()
         self._connection, self._transport = None, None
+        self._gone.set()
         if self._welcome is not None and not self._welcome.done():
             self._welcome.set_exception(error)  # the handshake failed: connect() or _open() raises
             if self._online is not None and not self._online.is_set():
@@ -217,22 +220,29 @@ class AsyncClient:
         return await self._call_with(lambda: self._core.request(message, payload, **fields))
 
     async def _call_with(self, encode: Callable[[], tuple[int, list]]) -> Frame:
-        if self._online is not None and not self._online.is_set():
-            try:  # connecting again: this goes to the new daemon
-                await asyncio.wait_for(self._online.wait(), self._reconnect_for)
-            except asyncio.TimeoutError:
-                pass
-        if self._closing:
-            raise ClientClosed()
-        if self._broken is not None:
-            raise self._broken
-        if self._transport is None:
-            raise DaemonUnavailable("not connected: use 'async with AsyncClient()' or await connect()")
-        req, data = encode()
-        waiter = asyncio.get_running_loop().create_future()
-        self._requests[req] = waiter
-        self._write(data)
-        return raise_for(await waiter)
+        while True:
+            if self._online is not None and not self._online.is_set():
+                try:  # connecting again: this goes to the new daemon
+                    await asyncio.wait_for(self._online.wait(), self._reconnect_for)
+                except asyncio.TimeoutError:
+                    pass
+            if self._closing:
+                raise ClientClosed()
+            if self._broken is not None:
+                raise self._broken
+            if self._transport is None:
+                raise DaemonUnavailable("not connected: use 'async with AsyncClient()' or await connect()")
+            req, data = encode()
+            waiter = asyncio.get_running_loop().create_future()
+            self._requests[req] = waiter
+            gone = self._gone
+            self._write(data)
+            frame = await waiter
+            if not (frame.type == "error" and frame.get("code") == E_SHUTTING_DOWN
+                    and self._reconnect_for and not self._closing):
+                return raise_for(frame)
+            # The daemon is stopping (a restart): ask the next one, once this one has let go.
+            await gone.wait()
 
     def _write(self, data: list) -> None:
         for piece in data:  # a large payload as its own piece, not joined to its header

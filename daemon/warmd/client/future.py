@@ -37,6 +37,7 @@ class JobFuture(concurrent.futures.Future):
         self._loaded = False   # the result is unpickled when first asked for, not on arrival
         self._value: Any = None
         self._cancelled: JobCancelled | None = None  # why, when the job ended cancelled
+        self._resend: Any = None  # how the client encodes this job's request again
 
     # -- identity
     @property

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 from .. import fdpass
 from ..channel import Channel, send_wire
 from ..errors import ClientClosed, DaemonUnavailable, WarmdError
-from ..protocol import RECV_SIZE, Frame, Wire
+from ..protocol import E_SHUTTING_DOWN, RECV_SIZE, Frame, Wire
 from . import jobspec
 from . import reconnect as reconnects
 from .connect import connect, socket_path
@@ -44,6 +44,7 @@ class Client(concurrent.futures.Executor):
         self._modules = jobspec.UserModules()
         self._lock = threading.Lock()
         self._requests: dict[int, Pending | JobFuture] = {}
+        self._parked: list[JobFuture] = []  # refused by a stopping daemon: for the next one
         self._jobs: dict[str, list[JobFuture]] = {}  # job id -> futures following it
         self._closed = False
         self._shut = False  # shutdown() was called: no new jobs, the rest may still end
@@ -124,11 +125,14 @@ class Client(concurrent.futures.Executor):
                 return False
             old, self._channel, self._core = self._channel, channel, core
             followed = {job: reconnects.since(fs) for job, fs in self._jobs.items()}
+            parked, self._parked = self._parked, []
             if self._feed is not None:
                 self._feed.reconnected(core.welcome.get("pid"))
         old.close()
         self._online.set()
         try:
+            for future in parked:
+                self._send_with(future._resend, future)
             for job_id, seen in followed.items():  # the rest of their streams, or JobLost
                 self._send_with(lambda j=job_id, n=seen: core.request("attach", job=j, since=n),
                                 Reattach(job_id))
@@ -142,8 +146,9 @@ class Client(concurrent.futures.Executor):
         with self._lock:
             self._broken = error
             followed = [(job_id, f) for job_id, fs in self._jobs.items() for f in fs]
-            waiting = list(self._requests.values())
+            waiting = list(self._requests.values()) + self._parked
             self._requests.clear()
+            self._parked.clear()
             closed = self._closed
             if self._feed is not None:
                 self._feed.disconnected(error)
@@ -181,6 +186,10 @@ class Client(concurrent.futures.Executor):
                     future._fail(lost)
             return
         if isinstance(waiter, JobFuture):
+            if self._stopping_daemon(delivery.frame):
+                with self._lock:  # sent again once connected to the next daemon
+                    self._parked.append(waiter)
+                return
             try:
                 frame = raise_for(delivery.frame)
             except BaseException as exc:
@@ -192,6 +201,12 @@ class Client(concurrent.futures.Executor):
         elif waiter is not None:
             waiter.frame = delivery.frame
             waiter.event.set()
+
+    def _stopping_daemon(self, frame: Frame) -> bool:
+        """A refusal because the daemon is stopping, when this client will connect to the
+        next one: the job goes there instead (a restart must not fail a submit)."""
+        return (frame.type == "error" and frame.get("code") == E_SHUTTING_DOWN
+                and bool(self._reconnect_for) and not self._closed)
 
     def _send(self, message: str, waiter: Pending | JobFuture, payload: bytes = b"", /,
               **fields: Any) -> None:
@@ -209,6 +224,8 @@ class Client(concurrent.futures.Executor):
                     raise self._broken
                 req, data = encode()
                 self._requests[req] = waiter
+                if isinstance(waiter, JobFuture):
+                    waiter._resend = encode  # to the next daemon, if this one is stopping
             send_wire(self._channel.sock, data)
 
     def _follow(self, job_id: str, future: JobFuture) -> None:
@@ -399,6 +416,7 @@ class Client(concurrent.futures.Executor):
             self._shut = True
             pending = {f for fs in self._jobs.values() for f in fs}
             pending.update(r for r in self._requests.values() if isinstance(r, JobFuture))
+            pending.update(self._parked)
         if cancel_futures:
             for future in pending:
                 if not future.running() and not future.done():
