@@ -7,6 +7,7 @@ bench/openhcs/.venv); elsewhere they skip, saying so.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -155,6 +156,33 @@ def test_the_endpoint_rehearses_a_run_before_it_says_it_is_warm(endpoint, daemon
     assert len(ran) == 2 and {j.state for j in ran} == {"succeeded"}
     assert "rehearsal run (a two-well synthetic plate) done" in endpoint.log_text()
     assert not list(Path(tempfile.gettempdir()).glob("warmd-openhcs-rehearsal-*"))
+
+
+def test_openhcs_gui_offscreen_presses_run_on_the_endpoint(endpoint, daemon, tmp_path):
+    """OpenHCS's PyQt6 GUI, unmodified and offscreen (tests/openhcs_gui_run.py), set to the
+    endpoint's port: it attaches without starting a server, and its Add, Init, Compile and
+    Run buttons run the plate on warmd's warm workers."""
+    pytest.importorskip("PyQt6.QtWidgets", reason="OpenHCS's GUI needs PyQt6 and Qt's libraries")
+    workers = set(daemon.wait_idle(WORKERS))
+    plate = oh.fresh_plate(tmp_path / "plate", wells=2, grid=(1, 1), tile=64)
+    seen = tmp_path / "gui.json"
+    gui = subprocess.run([sys.executable, str(Path(__file__).with_name("openhcs_gui_run.py")),
+                          "--port", str(endpoint.port), "--plate", str(plate),
+                          "--expect-pid", str(endpoint.proc.pid), "--json", str(seen)],
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+                         capture_output=True, text=True, timeout=HANG)
+    assert gui.returncode == 0, gui.stdout[-5000:] + gui.stderr[-3000:]
+    run = json.loads(seen.read_text())
+    assert run["server_pid"] == endpoint.proc.pid and run["client_owns_server"] is None
+    assert run["execution_status"] == "complete"
+    with daemon.client() as client:
+        jobs = client.jobs()
+    group = [j for j in jobs if j.kind == "group" and j.name.endswith(run["execution_id"][:8])]
+    assert len(group) == 1 and group[0].name.startswith("openhcs plate ")
+    ran = [j for j in family(jobs, group[0].id) if j.kind == "call"]
+    assert len(ran) == 2 and {j.state for j in ran} == {"succeeded"}
+    assert {j.worker_pid for j in ran} <= workers
+    assert len(oh.output_files(plate)) >= 3
 
 
 # ---------------------------------------------------------------- Stop
