@@ -31,11 +31,13 @@ demo: $(STAMP)
 
 # Tools for the manual-page and packaging tests (they skip, saying why, without them):
 # mandoc lints the pages, rpm parses the spec, debhelper and friends build the .deb,
-# lintian checks it, and Debian's own Python libraries run the packaged daemon.
+# lintian checks it, and Debian's own Python libraries run the packaged daemon; the
+# libraries Qt needs to open OpenHCS's GUI offscreen in its test.
 # Installed only when root on Debian and missing (about 20 s), so that `make test` runs
 # every test but the GPU ones, as CI does.
 TEST_PACKAGES := mandoc rpm debhelper dh-python pybuild-plugin-pyproject python3-all \
-                 python3-setuptools lintian python3-cloudpickle python3-psutil python3-systemd
+                 python3-setuptools lintian python3-cloudpickle python3-psutil python3-systemd \
+                 libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
