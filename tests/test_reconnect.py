@@ -65,6 +65,16 @@ def test_a_dropped_connection_resumes_the_stream_from_the_last_event_seen(make_d
     assert lines == [str(i) for i in range(40)]  # every line once, in order
 
 
+async def until(events, kind) -> list:
+    """The watch events up to and including the first ``kind``."""
+    seen = []
+    async for event in events:
+        seen.append(event)
+        if isinstance(event, kind):
+            return seen
+    raise AssertionError(f"the watch ended before a {kind.__name__}: {seen}")
+
+
 def test_the_async_client_reconnects_the_same_way(make_daemon):
     daemon = make_daemon(ONE_WORKER)
 
@@ -78,16 +88,9 @@ def test_the_async_client_reconnects_the_same_way(make_daemon):
                     break
             os.kill(daemon.pid, signal.SIGKILL)
             daemon.proc.wait(DEADLINE)
-            seen = []
-            async for event in events:
-                seen.append(event)
-                if isinstance(event, Disconnected):
-                    break
+            seen = await until(events, Disconnected)
             daemon.start()
-            async for event in events:
-                seen.append(event)
-                if isinstance(event, Snapshot):
-                    break
+            seen += await until(events, Snapshot)
             with pytest.raises(warmd.JobLost):
                 await job.result()
             return seen, await (await client.submit(sum, [2, 3])).result()
@@ -104,18 +107,13 @@ def test_a_connection_lost_before_the_welcome_does_not_end_the_reconnect(make_da
             events = client.watch()
             assert isinstance(await anext(events), Snapshot)
             daemon.stop()
-            async for event in events:
-                if isinstance(event, Disconnected):
-                    assert event.reconnecting
-                    break
+            assert (await until(events, Disconnected))[-1].reconnecting
             hangup = HangUp(daemon.socket, times=3)
             assert await asyncio.to_thread(hangup.done.wait, DEADLINE)
             hangup.close()
             daemon.start()
-            async for event in events:
-                assert not isinstance(event, Disconnected), event  # the reconnect went on
-                if isinstance(event, Snapshot):
-                    break
+            back = await until(events, Snapshot)
+            assert not any(isinstance(e, Disconnected) for e in back), back  # the reconnect went on
             return await (await client.submit(sum, [2, 3])).result()
     assert asyncio.run(asyncio.wait_for(main(), DEADLINE)) == 5
 
