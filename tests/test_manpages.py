@@ -298,6 +298,56 @@ def test_protocol_page_documents_messages_and_error_codes():
     assert not missing, f"man/warmd-protocol.7 does not describe error codes {missing}"
 
 
+def test_pages_state_the_protocol_version_and_limits_the_code_has():
+    from warmd import protocol
+    from warmd.client import reconnect
+    text = " ".join(Page("warmd-protocol.7").text.split())
+    versions = re.findall(r"(?:protocol version \(|version )(\d+)", text)
+    assert versions and set(versions) == {str(protocol.PROTOCOL_VERSION)}, \
+        f"man/warmd-protocol.7 says protocol version {sorted(set(versions))}, " \
+        f"the code speaks {protocol.PROTOCOL_VERSION}"
+    assert f"1 to {protocol.MAX_HEADER}" in text
+    warmd_page = " ".join(Page("warmd.8").text.split())
+    assert f"for {reconnect.RECONNECT_FOR:g} s" in warmd_page
+
+
+@pytest.mark.parametrize("page, parser", [("warmctl.1", warmctl_parser),
+                                          ("warmd-openhcs.1", "warmd.openhcs.main")])
+def test_each_stated_option_default_is_the_parsers(page, parser):
+    """Every option entry that says "(default X)" says what argparse's default is."""
+    if isinstance(parser, str):
+        import importlib
+        parser = importlib.import_module(parser).parser
+    root = parser()
+    defaults: dict[str, object] = {}
+    for each in [root, *_subparsers(root)]:
+        for action in each._actions:
+            for opt in action.option_strings:
+                defaults.setdefault(opt, action.default)
+    doc = Page(page)
+    entries = [e for title in doc.sections for depth in (0, 1) for e in doc.entries(title, depth=depth)]
+    checked = 0
+    for tag, body in entries:
+        stated = re.search(r"\(default:? ([\w.]+)\)", " ".join(body.split()))
+        option = re.match(r"(?:-\w, )?(--[a-z][\w-]*)", tag)  # an option's own entry
+        if not stated or not option or option.group(1) not in defaults:
+            continue
+        default = defaults[option.group(1)]
+        assert stated.group(1) in (f"{default}", f"{default}".lower()), \
+            f"man/{page}: {option.group(1)} says default {stated.group(1)}, the parser has {default!r}"
+        checked += 1
+    assert checked, f"man/{page}: no option default found to check"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += [sub, *_subparsers(sub)]
+    return found
+
+
 # ---------------------------------------------------------------- lint
 
 @pytest.mark.parametrize("page", PAGES)
