@@ -231,6 +231,23 @@ def test_journal_finds_a_jobs_lines_by_job_id(service):
 
 
 @pytest.mark.systemd
+def test_a_failed_jobs_end_is_an_error_in_the_journal_with_its_traceback(service):
+    code = "def step():\n    raise ValueError('bad well B03')\nstep()\n"
+    done = service.warmctl("submit", "-c", code)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    assert service.warmctl("wait", job_id).returncode == 1
+
+    service.sd.sync_journal()
+    found = service.sd.journalctl("--user-unit", "warmd.service", "-p", "err", f"JOB_ID={job_id}",
+                                  "-o", "json")
+    assert found.returncode == 0, found.stderr
+    [end] = [e for e in map(json.loads, found.stdout.splitlines()) if e.get("JOB_STATE")]
+    assert end["JOB_STATE"] == "failed" and end["PRIORITY"] == "3" and end["JOB_ERROR"] == "ValueError"
+    assert "ValueError: bad well B03" in end["MESSAGE"] and "in step" in end["MESSAGE"]
+
+
+@pytest.mark.systemd
 def test_output_beyond_the_replay_is_in_the_journal_and_late_readers_are_told(service):
     # 8,000 numbered lines of 700 bytes (5.6 MB): more than the 4 MiB the daemon keeps, and
     # fewer lines than journald's rate limit lets through at the least (the unit disables it

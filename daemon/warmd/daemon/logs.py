@@ -205,12 +205,21 @@ def log_end(job: Any, header: dict[str, Any], to_journal: bool) -> None:
     a plain log file keeps the ones worth reading, or a busy client would grow it by a line
     per job."""
     log = logging.getLogger("warmd")
-    level = logging.INFO if job.state != "succeeded" or to_journal else logging.DEBUG
+    failed = job.state in ("failed", "lost")  # `journalctl -p err` finds them, traceback and all
+    level = (logging.ERROR if failed else
+             logging.INFO if job.state != "succeeded" or to_journal else logging.DEBUG)
     if not log.isEnabledFor(level):
         return
     gpu = header.get("gpu") if isinstance(header.get("gpu"), dict) else {}
-    log.log(level, "job %s %s (%s)", job.id, job.state, job.name,
+    error = header.get("error") if isinstance(header.get("error"), dict) else {}
+    why = ""
+    if failed and error:
+        why = f": {error.get('type', 'error')}: {error.get('message', '')}"
+        if error.get("traceback"):
+            why += "\n" + str(error["traceback"]).rstrip()
+    log.log(level, "job %s %s (%s)%s", job.id, job.state, job.name, why,
             extra={"JOB_ID": job.id, "JOB_STATE": job.state, "JOB_NAME": job.name,
+                   **({"JOB_ERROR": error.get("type")} if failed and error.get("type") else {}),
                    **({"JOB_TIMED_OUT": 1} if job.timed_out else {}),
                    **({"WORKER_PID": job.worker_pid} if job.worker_pid else {}),
                    **({"CLIENT_PID": job.client_pid} if job.client_pid else {}),
