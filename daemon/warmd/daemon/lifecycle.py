@@ -1,5 +1,6 @@
 """How the daemon stops: on a signal or request (cancelling or draining what it holds),
-and by itself when it has been idle for ``daemon.idle_exit``."""
+by itself when it has been idle for ``daemon.idle_exit``, and when nobody can reach it
+any more (its socket file removed or replaced) once its last client and job are gone."""
 from __future__ import annotations
 
 import asyncio
@@ -18,6 +19,8 @@ from .warmnotice import WarmupNotices
 from .workerpool import WorkerPool
 
 log = logging.getLogger("warmd")
+
+REACH_CHECK = 10.0  # seconds between looks at whether the socket file is still this daemon's
 
 
 class Host(Protocol):
@@ -50,6 +53,21 @@ class Lifecycle:
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        if not self.listener.activated:
+            loop.call_later(REACH_CHECK, self._check_reachable)
+
+    def _check_reachable(self) -> None:
+        """A daemon whose socket file went (its runtime directory removed, say) can never
+        be reached again: it leaves once the clients it has and their jobs are done,
+        rather than holding warm workers for nobody."""
+        if self.stopping:
+            return
+        if self.listener.reachable() or not self._idle():
+            self._loop.call_later(REACH_CHECK, self._check_reachable)
+            return
+        log.warning("the socket %s is gone or another's: no client can reach this daemon; "
+                    "stopping", self.listener.path)
+        self.request_stop("unreachable", drain=True)
 
     def _kill_grace(self) -> float:
         return self.graces["interrupt_grace"] + self.graces["terminate_grace"]

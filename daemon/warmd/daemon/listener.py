@@ -21,6 +21,17 @@ class Listener:
     bound: tuple[int, int] | None = None
     dir_fd: int | None = None  # the checked directory the socket was bound in
 
+    def reachable(self) -> bool:
+        """Whether a new client can still find this socket: its path still names the file
+        bind() made (systemd's socket is systemd's to keep)."""
+        if self.activated or self.path is None or self.bound is None:
+            return True
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.bound
+
     def remove(self) -> None:
         """Unlink the socket file if it is still the one this daemon bound."""
         if self.activated or self.path is None or self.bound is None or self.dir_fd is None:
