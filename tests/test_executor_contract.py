@@ -47,6 +47,23 @@ def gated(path: str, value: int = 0) -> int:
     return value
 
 
+def stubborn() -> None:
+    """Says when a cancel's SIGINT or SIGTERM comes, and holds on until SIGKILL."""
+    import signal
+    import time
+    signal.signal(signal.SIGINT, lambda *_: print("interrupted", flush=True))
+    signal.signal(signal.SIGTERM, lambda *_: print("interrupted", flush=True))
+    print("started", flush=True)
+    time.sleep(300)
+
+
+def until_output(events, text: str) -> None:
+    for event in events:
+        if isinstance(event, Output) and text in event.text:
+            return
+    raise AssertionError(f"the job ended without printing {text!r}")
+
+
 def until_started(future) -> None:
     for event in future.events():
         if isinstance(event, Output) and "started" in event.text:
@@ -197,3 +214,27 @@ def test_a_program_that_exits_with_jobs_pending_leaves_them_to_the_daemon(daemon
         assert {j.id: j.state for j in client.jobs()}[job_id] in ("queued", "running")
         gate.touch()
         assert client.wait(job_id).state == "succeeded"
+
+
+def test_closing_a_client_while_another_thread_waits_in_a_cancel_says_so(make_daemon):
+    daemon = make_daemon(ONE_WORKER)
+    client = daemon.client()
+    group = client.group("held")
+    job = group.submit(stubborn)
+    with daemon.client() as watcher:
+        events = watcher.attach(job.job_id).events()
+        until_output(events, "started")
+        caught: list[BaseException] = []
+
+        def cancel() -> None:
+            try:
+                group.cancel()
+            except BaseException as exc:
+                caught.append(exc)
+        canceller = threading.Thread(target=cancel)
+        canceller.start()
+        until_output(events, "interrupted")  # the daemon is cancelling: its answer is to come
+        client.close()
+        canceller.join(DEADLINE)
+    assert len(caught) == 1 and isinstance(caught[0], warmd.ClientClosed), caught
+    assert "closed" in str(caught[0]) and "went away" not in str(caught[0])

@@ -24,7 +24,8 @@ from warmd.aio import AsyncClient
 from warmd.client.info import JobInfo, WorkerInfo
 from warmd.client.watch import JobChanged, JobProgress, Snapshot, WorkerChanged
 from warmd.ctl import exitcodes
-from warmd.ctl.top import HINT, TopModel, job_rows, progress_text, worker_rows
+from warmd.ctl.top import TopModel, job_rows, progress_text, worker_rows
+from warmd.ctl.topcmd import HINT
 
 DEADLINE = 60
 SIZE = (150, 45)

@@ -205,7 +205,7 @@ class AsyncClient:
             self._online.set()  # callers waiting for a reconnect see the error
         for waiter in self._requests.values():
             if not waiter.done():
-                waiter.set_exception(error)
+                waiter.set_exception(ClientClosed.while_waiting() if self._closing else error)
         self._requests.clear()
         if self._feed is not None:
             self._feed.disconnected(error)

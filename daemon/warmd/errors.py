@@ -38,6 +38,12 @@ class ClientClosed(WarmdError, RuntimeError):
                                       "the end of its 'with'): make a new one to submit more") -> None:
         super().__init__(message)
 
+    @classmethod
+    def while_waiting(cls) -> "ClientClosed":
+        """For a request that was waiting for its answer when another thread closed the client."""
+        return cls("this warmd client was closed (close() or shutdown(), from another thread) while "
+                   "the request waited for the daemon's answer; the daemon and its jobs go on")
+
 
 class AlreadyRunning(WarmdError):
     """A live daemon already answers on the socket this daemon wanted."""

@@ -3,19 +3,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .events import Event, Finished, output_text
 from .outcome import result_of
 
-if TYPE_CHECKING:
-    from ..aio import AsyncClient
+
+class _AsyncClient(Protocol):
+    """What a job needs of its client (``warmd.aio.AsyncClient``), named here so that this
+    module does not import the client that imports it."""
+
+    async def cancel(self, job_id: str, mode: str = "interrupt") -> str: ...
 
 
 class AsyncJob:
     """One job: its id, its events, its result, and cancel."""
 
-    def __init__(self, client: "AsyncClient", job_id: str) -> None:
+    def __init__(self, client: _AsyncClient, job_id: str) -> None:
         self.client = client
         self.id = job_id
         self._events: list[Event] = []

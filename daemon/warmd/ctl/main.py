@@ -265,7 +265,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from .top import cmd_top as top  # Textual only for this verb
+    from .topcmd import cmd_top as top  # Textual only for this verb
     return top(args)
 
 

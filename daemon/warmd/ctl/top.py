@@ -1,8 +1,5 @@
-"""``warmctl top``: a live view of the daemon's workers and jobs, fed by the watch stream.
-
-This is the module ``warmctl`` loads for the verb, and it never imports Textual:
-``cmd_top`` checks that Textual imports, then loads the app (``topapp``), so that
-``warmctl`` starts as quickly with the ``tui`` extra installed as without it.
+"""What ``warmctl top`` shows, worked out from the watch stream (the verb is ``topcmd``,
+the Textual app ``topapp``).
 
 What the tables and the output pane show is worked out here, by plain code over
 the watch events (``TopModel``, ``worker_rows``, ``job_rows``, ``OutputLines``),
@@ -10,19 +7,15 @@ so it can be tested without a terminal; the app only moves it onto widgets.
 """
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import logging
-import sys
 import time
 from typing import Any, Iterable, Mapping
 
 from ..client.events import Finished, Gap, Log, Output, StateChange, Warming
 from ..client.info import JobInfo, WorkerInfo
 from ..client.watch import JobChanged, JobProgress, Snapshot, StatusChanged, WorkerChanged
-from . import exitcodes, render
-
-HINT = "warmctl top needs Textual: pip install 'warmd[tui]'"
+from . import render
 
 # (key, heading, width) of each column
 WORKER_COLUMNS = (("pid", "PID", 8), ("device", "DEVICE", 6), ("state", "STATE", 8),
@@ -32,23 +25,6 @@ JOB_COLUMNS = (("id", "JOB", 12), ("name", "NAME", 34), ("state", "STATE", 20),
                ("progress", "PROGRESS", 17), ("elapsed", "ELAPSED", 8), ("worker", "WORKER", 8))
 BAR_WIDTH = 10
 Row = tuple[str, ...]
-
-
-def cmd_top(args: argparse.Namespace) -> int:
-    """Run the app until ``q``. Exit status 69 (EX_UNAVAILABLE, as for a daemon that cannot
-    be reached) when Textual is not installed."""
-    import importlib
-    try:
-        importlib.import_module("textual.widgets")  # here only: never when warmctl starts
-    except ImportError:
-        print(HINT, file=sys.stderr)
-        return exitcodes.UNAVAILABLE
-    from .topapp import TopApp
-    app = TopApp(args.socket, autostart=not args.no_autostart)
-    app.run()
-    if app.failure is not None:
-        raise app.failure  # the first connection failed: main() says why, with its status
-    return app.return_code or exitcodes.OK
 
 
 # ---------------------------------------------------------------- rows
