@@ -73,6 +73,14 @@ class Notifications:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the process that started it dies, however it dies (a
+    benchmark or test killed must not leave servers holding gigabytes behind)."""
+    import ctypes
+    import signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Server:
     """An OpenHCS execution server process and OpenHCS's own client attached to it."""
 
@@ -83,7 +91,8 @@ class Server:
         self.notify = Notifications()
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True,
-                                     env={**env, "NOTIFY_SOCKET": str(self.notify.path)})
+                                     env={**env, "NOTIFY_SOCKET": str(self.notify.path)},
+                                     preexec_fn=_die_with_parent)
         self.client: Any = None
 
     def alive(self) -> bool:

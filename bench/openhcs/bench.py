@@ -97,7 +97,8 @@ class Bench:
         self.starts += 1
         home.mkdir()
         start = time.perf_counter()
-        self.daemon = LocalDaemon(home, oh.WARM_CONFIG.format(count=WORKERS)).start()
+        # lifeline: the daemon and its warm workers go with this process, however it ends
+        self.daemon = LocalDaemon(home, oh.WARM_CONFIG.format(count=WORKERS), lifeline=True).start()
         self.endpoint = oh.endpoint(oh.free_port(), self.daemon.socket, home / "endpoint.log")
         self.endpoint.notify.wait_for("STATUS=warm", self.endpoint.alive, timeout=900)
         self.wait_idle()

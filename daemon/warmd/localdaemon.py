@@ -35,6 +35,7 @@ class LocalDaemon:
                  pythonpath: tuple[str | os.PathLike, ...] = (), remove_root: bool = False,
                  private_dirs: bool = True, lifeline: bool = False) -> None:
         self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.socket = self.root / "run" / "warmd.sock"
         self.config = self.root / "warmd.toml"
         self.config.write_text(config)
