@@ -71,3 +71,15 @@ def write_bytes(total, rate=None, chunk=1 << 16):
         if rate:
             time.sleep(max(0.0, start + (i + 1) * chunk / rate - time.monotonic()))
     return total
+
+
+def start_then_wait(log, gate):
+    """Note this start in ``log`` (a line per start, with the warm worker's pid), then wait
+    for ``gate`` to exist."""
+    import time
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    print(f"started {os.getpid()}", flush=True)
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    return "done"

@@ -19,6 +19,7 @@ import warmd  # noqa: E402
 import warmd.dask  # noqa: E402
 
 import helpers_dask  # noqa: E402
+from warmd.client.events import Rerun  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 CONFIG = '[warmup]\nhooks = ["helpers_dask_warm:warm"]\n'
@@ -270,6 +271,34 @@ def test_a_killed_dask_worker_gives_job_lost_and_leaves_nothing(config):
             procs = [psutil.Process(p) for p in (daemon["pid"], worker, child) if psutil.pid_exists(p)]
             gone, alive = psutil.wait_procs(procs, timeout=30)
             assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def kill_the_dask_worker_running(client, line: str) -> None:
+    """SIGKILL the Dask worker whose daemon's warm worker printed ``line`` ("started PID")."""
+    warm_pid = int(line.split()[1])
+    [address] = [a for a, d in client.daemons().items() if any(w["pid"] == warm_pid for w in d["workers"])]
+    os.kill(client.dask.run(os.getpid)[address], signal.SIGKILL)
+
+
+@pytest.mark.parametrize("reruns", [False, True])
+def test_a_job_whose_dask_worker_died_runs_again_only_when_asked(config, tmp_path, reruns):
+    """Dask starts the task again on another worker; by default the job ends JobLost
+    there without running (it started once), with reruns=True it runs again and says so."""
+    starts, gate = tmp_path / "starts", tmp_path / "gate"
+    with start_cluster(workers=2) as cluster, \
+            warmd.dask.Client(cluster, config=config, pythonpath=[TESTS], reruns=reruns) as c:
+        job = c.submit(helpers_dask.start_then_wait, str(starts), str(gate))
+        kill_the_dask_worker_running(c, first_line(job, "started"))
+        gate.touch()
+        if reruns:
+            assert job.result() == "done"
+            [rerun] = [e for e in job.events() if isinstance(e, Rerun)]
+            assert rerun.attempt == 2 and rerun.worker in c.daemons()
+            assert len(starts.read_text().split()) == 2
+        else:
+            with pytest.raises(warmd.JobLost, match="does not run a job twice"):
+                job.result()
+            assert len(starts.read_text().split()) == 1
 
 
 def test_closing_the_cluster_stops_the_daemons(config):

@@ -154,7 +154,18 @@ class Finished:
         return self.info.get("token")
 
 
-Event = Union[Output, Log, Progress, ChildProgress, StateChange, Warming, Gap]
+@dataclass(frozen=True)
+class Rerun:
+    """warmd.dask only: Dask started the job again, attempt ``attempt`` on ``worker``,
+    after the Dask worker running it died (``warmd.dask.Client(reruns=True)`` allows it);
+    the events before this one came from the attempt that died."""
+    job: str
+    seq: int
+    attempt: int
+    worker: str
+
+
+Event = Union[Output, Log, Progress, ChildProgress, StateChange, Warming, Gap, Rerun]
 
 
 def from_frame(frame: Frame) -> Event | Finished | None:

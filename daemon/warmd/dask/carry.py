@@ -137,7 +137,8 @@ _register()
 # -- events, as Dask's log_event carries them (msgpack: plain values only) ------------------
 
 _KINDS = {cls.__name__: cls for cls in (events.Output, events.Log, events.Progress, events.ChildProgress,
-                                         events.StateChange, events.Warming, events.Gap)}
+                                         events.StateChange, events.Warming, events.Gap,
+                                         events.Rerun)}
 
 
 def event_message(key: str, event: Event) -> dict[str, Any]:

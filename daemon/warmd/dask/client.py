@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import distributed
+from distributed import Variable
 from distributed.scheduler import KilledWorker
 
 from .. import paths
@@ -19,7 +20,7 @@ from ..config import Config, load
 from ..errors import UnknownJob
 from .carry import CarriedEnd, CarriedJob
 from .jobs import DaskGroup, DaskJob
-from .workerside import WarmWorkers, cancel_here, daemon_here, run_job
+from .workerside import WarmWorkers, cancel_here, daemon_here, run_job, start_mark
 
 SCATTER_BYTES = 1 << 20   # a job larger than this goes to a worker directly, not through the scheduler
 
@@ -34,11 +35,15 @@ class Client(concurrent.futures.Executor):
     (and ``[workers]``, ``[cancel]``, ...) every worker's daemon runs, default as the
     daemon finds its own; ``workers.count`` is each Dask worker's thread count, and
     ``workers.spares`` is 0 unless the file sets it. ``pythonpath``: directories, on the
-    workers, where the warm-up hooks' modules are.
+    workers, where the warm-up hooks' modules are. ``reruns``: when a Dask worker dies
+    mid-job, Dask starts the task again elsewhere; by default warmd ends such a job
+    ``JobLost`` instead of running it twice; with ``reruns=True`` it runs again and the
+    job's events say so (``warmd.client.events.Rerun``).
     """
 
     def __init__(self, address_or_cluster: Any = None, *, config: str | os.PathLike | None = None,
-                 pythonpath: Iterable[str | os.PathLike] = (), **dask_options: Any) -> None:
+                 pythonpath: Iterable[str | os.PathLike] = (), reruns: bool = False,
+                 **dask_options: Any) -> None:
         text, settings, spares_set = read_config(config)
         if isinstance(address_or_cluster, distributed.Client):
             self.dask, self._owns = address_or_cluster, False
@@ -52,6 +57,7 @@ class Client(concurrent.futures.Executor):
         self._jobs: dict[str, DaskJob] = {}
         self._topic = f"warmd-events-{uuid.uuid4().hex}"
         self._closed = False
+        self.reruns = reruns
         try:
             self.dask.register_plugin(plugin, name=plugin.name)
             self.dask.subscribe_topic(self._topic, self._on_event)
@@ -173,7 +179,8 @@ class Client(concurrent.futures.Executor):
         carried: Any = spec
         if len(spec.payload) + sum(b.nbytes for b in spec.buffers) > SCATTER_BYTES:
             carried = self.dask.scatter(spec, hash=False)
-        job.dask_future = self.dask.submit(run_job, carried, self.plugin, self._topic, key=key, pure=False,
+        job.dask_future = self.dask.submit(run_job, carried, self.plugin, self._topic, self.reruns,
+                                           key=key, pure=False,
                                            priority=spec.fields.get("priority", 0))
         job.dask_future.add_done_callback(lambda future: self._settle(job, future))
         return job
@@ -200,6 +207,14 @@ class Client(concurrent.futures.Executor):
         finally:
             with self._lock:
                 self._jobs.pop(job.key, None)
+            self._forget_starts(job.key)
+
+    def _forget_starts(self, key: str) -> None:
+        """The scheduler's count of the job's starts (``workerside.run_job``), once it ended."""
+        try:
+            Variable(start_mark(key), client=self.dask).delete()
+        except Exception:  # the cluster is going: its scheduler forgets it anyway
+            pass
 
     def _cancel(self, jobs: list[DaskJob], mode: str) -> None:
         """Cancel ``jobs`` wherever they are: on every worker (running ones end once their

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Protocol
 
-from ..client.events import ChildProgress, Event, Finished, Gap, Progress, follow, output_text
+from ..client.events import ChildProgress, Event, Finished, Gap, Progress, Rerun, follow, output_text
 from ..client.group import GroupExecutor, GroupProgress, results_in_order, rollup
 from .carry import CarriedEnd, event_of
 
@@ -40,6 +40,7 @@ class DaskJob(concurrent.futures.Future):
         self.group = group
         self.dask_future: Any = None
         self._events: list[Event] = []
+        self._attempt_from = 0  # where the running attempt's events begin (after a Rerun)
         self._stream = threading.Condition()
         self._end: CarriedEnd | None = None
         self._loaded = False
@@ -96,7 +97,10 @@ class DaskJob(concurrent.futures.Future):
     def _event(self, messages: list[dict[str, Any]]) -> None:
         found = [e for e in map(event_of, messages) if e is not None]
         with self._stream:
-            self._events.extend(found)
+            for event in found:
+                self._events.append(event)
+                if isinstance(event, Rerun):  # the task's count of events sent starts again
+                    self._attempt_from = len(self._events)
             self._stream.notify_all()
         if self.group is not None:
             for event in found:
@@ -130,9 +134,9 @@ class DaskJob(concurrent.futures.Future):
         path); a ``Gap`` stands for any that do not come."""
         deadline = time.monotonic() + EVENT_GRACE
         with self._stream:
-            while len(self._events) < sent and time.monotonic() < deadline:
+            while len(self._events) - self._attempt_from < sent and time.monotonic() < deadline:
                 self._stream.wait(deadline - time.monotonic())
-            missing = sent - len(self._events)
+            missing = sent - (len(self._events) - self._attempt_from)
             if missing > 0:
                 self._events.append(Gap(self.key, -1, missing, None, 0, None))
 

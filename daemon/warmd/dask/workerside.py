@@ -27,7 +27,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
-from distributed import WorkerPlugin, get_worker
+from distributed import Variable, WorkerPlugin, get_worker
 
 from ..localdaemon import LocalDaemon
 from .carry import CarriedEnd, CarriedJob, event_message
@@ -178,12 +178,44 @@ def _plugin(worker: Any, name: str) -> WarmWorkers:
     return plugin
 
 
-def run_job(job: CarriedJob, plugin: str, topic: str) -> CarriedEnd:
+def run_job(job: CarriedJob, plugin: str, topic: str, reruns: bool = False) -> CarriedEnd:
     """The Dask task of one warmd job: run it on this worker's daemon, send its events
-    to ``topic`` in order, return its end."""
+    to ``topic`` in order, return its end.
+
+    When a Dask worker dies mid-task, Dask starts the task again elsewhere (up to
+    ``distributed.scheduler.allowed-failures`` times). A job with side effects must not
+    run twice unseen: a second start ends the job lost, unless ``reruns`` allows it, and
+    then the client is told with a ``Rerun`` event first."""
     worker = get_worker()
     key = str(worker.get_current_task())
-    return _plugin(worker, plugin).run(job, key, lambda message: worker.log_event(topic, message))
+    send = lambda message: worker.log_event(topic, message)  # noqa: E731
+    attempt = _attempt(key)
+    if attempt > 1:
+        if not reruns:
+            return CarriedEnd.refused(
+                "lost", f"job {key} was lost: the Dask worker running it died, and Dask started it "
+                f"again on {worker.address}; warmd does not run a job twice unless asked "
+                "(warmd.dask.Client(reruns=True))", "JobLost", worker.address)
+        send({"key": key, "events": [{"key": key, "type": "Rerun", "seq": 0, "attempt": attempt,
+                                      "worker": worker.address}]})
+    return _plugin(worker, plugin).run(job, key, send)
+
+
+def start_mark(key: str) -> str:
+    """The name of the scheduler-held variable that counts the starts of ``key``'s task."""
+    return f"warmd-starts-{key}"
+
+
+def _attempt(key: str) -> int:
+    """This start's number for ``key``, counted on the scheduler (a rerun comes on another
+    worker, after the one before it died: the starts never overlap)."""
+    mark = Variable(start_mark(key))
+    try:
+        before = int(mark.get(timeout=0))
+    except TimeoutError:
+        before = 0
+    mark.set(before + 1)
+    return before + 1
 
 
 async def cancel_here(keys: list[str], plugin: str, mode: str, dask_worker: Any = None) -> dict[str, str]:
