@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
+from pathlib import Path
 import signal
 import socket
 import time
 
+import psutil
 import pytest
 
 import warmd
 from warmd.aio import AsyncClient
+from warmd.client import reconnect
 from warmd.client.events import Output
 from warmd.client.watch import Disconnected, Reconnected, Snapshot
 
@@ -144,3 +149,33 @@ def test_without_reconnect_or_a_daemon_coming_back_the_end_is_clear(make_daemon)
     with pytest.raises(warmd.errors.DaemonUnavailable):
         client.submit(sum, [1])
     client.close()
+
+
+def test_with_autostart_a_client_learns_at_once_that_its_job_is_lost():
+    """Reconnect and autostart on (the defaults): when the daemon is killed under a job, the
+    client starts a daemon at once, whose ledger says the job is lost; it does not wait out
+    the reconnect window as a client without autostart must (the test above)."""
+    root = Path(tempfile.mkdtemp(prefix="wa-", dir="/tmp"))
+    config = root / "warmd.toml"
+    config.write_text(ONE_WORKER)
+    sock = root / "run" / "warmd.sock"
+    client = warmd.Client(sock, autostart=True, daemon_args=["--config", str(config)])
+    try:
+        future = client.run_code(SLEEPER)
+        wait_for_output(future, "running")
+        first = client.daemon_info["pid"]
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(warmd.JobLost, match="restarted"):
+            future.result(timeout=reconnect.RECONNECT_FOR / 2)  # well inside the window
+        assert client.daemon_info["pid"] != first
+        assert client.daemon_info["started_by"] == "autostart"
+    finally:
+        client.close()  # first: a client that may autostart would start another daemon
+        pid = client.daemon_info["pid"]
+        with warmd.Client(sock, autostart=False, reconnect=False) as stopper:
+            stopper.shutdown_daemon()
+        try:
+            psutil.Process(pid).wait(DEADLINE)
+        except psutil.NoSuchProcess:
+            pass
+        shutil.rmtree(root, ignore_errors=True)
