@@ -265,3 +265,61 @@ def test_clients_that_attach_and_vanish_without_reading_leave_no_descriptor_behi
             raw.close()
         assert client.attach(job.job_id).result(timeout=60).sum() == 8 * MiB
         assert fds(daemon.pid) == before
+
+
+def hold(gate: str) -> int:
+    import os
+    import time
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    return 0
+
+
+def test_near_its_descriptor_limit_the_daemon_refuses_buffers_clearly_and_serves_everyone(
+        make_daemon, tmp_path):
+    """At a lowered limit (1024), a client queues jobs of one 4 KiB array each (one memfd
+    each) until the daemon refuses one with an error frame naming the limit and what to
+    change; raw frames of 253 descriptors are refused the same way with the connection
+    kept; other clients and new connections are served; once the queue drains there is
+    room again."""
+    import resource
+
+    import numpy as np
+
+    import warmd
+    daemon = make_daemon("[workers]\ncount = 1\nspares = 0\n[buffers]\nmin_bytes = 4096\n")
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (1024, 1024))
+    gate = tmp_path / "gate"
+    array = np.zeros(4096, dtype=np.uint8)
+    with daemon.client() as client:
+        held = client.submit(hold, str(gate))
+        queued, refused = [], None
+        for _ in range(1024):
+            future = client.submit(first, array)
+            try:
+                future.job_id  # the daemon's refusal raises here
+            except warmd.RequestFailed as exc:
+                refused = exc
+                break
+            queued.append(future)
+        assert refused is not None and refused.code == "out_of_descriptors", len(queued)
+        assert "RLIMIT_NOFILE" in str(refused) and "LimitNOFILE" in str(refused)
+        assert 300 < len(queued) < 1024
+
+        raw = Raw(daemon)
+        files = [sealed(4096) for _ in range(253)]
+        reply = raw.submit([[i, 0, 4096] for i in range(253)], [f.fd for f in files])
+        assert reply.type == "error" and reply.get("code") == "out_of_descriptors"
+        raw.sock.sendall(encode({"t": "ping", "req": 2}))
+        assert raw.reply("pong") is not None  # the connection goes on
+        raw.close()
+        other = daemon.client()  # a new connection, and its requests
+        assert other.status().daemon["pid"] == daemon.pid
+        later = other.submit(sum, [1, 2])  # queued behind the others
+
+        gate.touch()
+        assert later.result(timeout=60) == 3
+        other.close()
+        assert held.result(timeout=60) == 0
+        assert all(f.result(timeout=60) == 0 for f in queued)
+        assert client.submit(first, array).result(timeout=60) == 0  # room again

@@ -94,6 +94,7 @@ E_AMBIGUOUS_JOB = "ambiguous_job"
 E_DENIED = "permission_denied"
 E_SHUTTING_DOWN = "shutting_down"
 E_NO_WORKERS = "no_workers"
+E_DESCRIPTORS = "out_of_descriptors"
 E_INTERNAL = "internal_error"
 
 

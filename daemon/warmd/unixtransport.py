@@ -167,7 +167,14 @@ class UnixTransport(asyncio.Transport):
             nbytes, files = fdpass.recv_into(self._sock, buffer)
         except (BlockingIOError, InterruptedError):
             return
-        except (OSError, ProtocolError) as exc:
+        except ProtocolError as exc:  # a frame's descriptors did not all arrive
+            failed = getattr(self._protocol, "receive_failed", None)
+            if failed is None:
+                self._fatal(exc)
+            else:
+                failed(exc)  # it says why to its peer before it hangs up
+            return
+        except OSError as exc:
             self._fatal(exc)
             return
         if files:

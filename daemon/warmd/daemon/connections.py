@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 from .. import fdpass
 from ..credentials import peer_credentials
 from ..errors import ProtocolError, VersionMismatch
-from ..protocol import E_DENIED, E_PROTOCOL, E_TOO_LARGE, E_VERSION, FrameReader, Wire, encode
+from ..protocol import E_DENIED, E_DESCRIPTORS, E_PROTOCOL, E_TOO_LARGE, E_VERSION, FrameReader, Wire, encode
 from ..receiver import BufferedReceiver
 from .batch import WriteBatch
 from .jobs import ModuleCopy
@@ -98,6 +98,13 @@ class ClientConnection(BufferedReceiver):
             batch.end()
         if stopped and not self.paused and not self.closed:
             self.supervisor.soon(self._handle_frames)  # the batch went out and found room
+
+    def receive_failed(self, exc: ProtocolError) -> None:
+        """A frame's descriptors were lost in the kernel (this process out of them, or more
+        than a frame may carry): the stream cannot go on, but the client is told why."""
+        log.warning("client pid %s: %s", self.pid, exc, extra={"CLIENT_PID": self.pid})
+        self.fail(E_DESCRIPTORS, f"{exc}: the connection ends here; connect again and pass "
+                                 "fewer array buffers per request")
 
     def held_back(self) -> bool:
         """Whether the daemon should hold this client's stream back for now."""

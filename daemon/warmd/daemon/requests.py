@@ -11,10 +11,11 @@ import os
 from typing import Any, Protocol
 
 from .._version import __version__
-from ..protocol import (CLIENT_MESSAGES, LOG_LEVELS, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_INTERNAL, E_NO_WORKERS,
+from ..protocol import (CLIENT_MESSAGES, LOG_LEVELS, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_DESCRIPTORS,
+                        E_INTERNAL, E_NO_WORKERS,
                         E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, dump_json,
                         encode, source_digest, source_frame)
-from . import fields, rerun, streams
+from . import descriptors, fields, rerun, streams
 from .cancel import STAGES
 from .groups import Families
 from .handoff import Handoff, UnknownNeed
@@ -166,6 +167,12 @@ class Requests:
         if sup.stopping:
             conn.send({"t": "error", "req": req, "code": E_SHUTTING_DOWN,
                        "message": "the daemon is shutting down; submit again in a moment"})
+            return
+        refused = descriptors.refusal(frame.files)
+        if refused is not None:  # the frame's descriptors close as it is dropped
+            log.warning("refused a submit from client pid %s: %s", conn.pid, refused,
+                        extra={"CLIENT_PID": conn.pid})
+            conn.send({"t": "error", "req": req, "code": E_DESCRIPTORS, "message": refused})
             return
         h = frame.header
         kind = fields.choice(h, "kind", JOB_KINDS, "")
