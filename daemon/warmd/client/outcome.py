@@ -21,6 +21,9 @@ class JobCancelled(WarmdError, concurrent.futures.CancelledError):
 def result_of(end: Finished) -> Any:
     """The job's return value; raises what the job raised, or why it has no result."""
     if end.state == "succeeded":
+        if end.info.get("result_lost"):
+            raise JobLost(end.job, f"job {end.job} succeeded, but warmd was restarted since and "
+                                   "its result was not kept across the restart; submit it again")
         if not end.payload:
             return None
         import cloudpickle

@@ -95,9 +95,9 @@ class Job:
         return frame
 
     def finish(self, header: dict[str, Any], payload: bytes = b"", files: tuple = (),
-               file_bytes: int = 0) -> list:
+               file_bytes: int = 0, at: float | None = None) -> list:
         self.state = header["state"]
-        self.finished = time.time()
+        self.finished = time.time() if at is None else at
         if self.kind == "call":
             self.payload = b""  # a code string stays, for restart
         self.files = ()

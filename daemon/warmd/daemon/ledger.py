@@ -57,7 +57,8 @@ class Ledger:
     # ------------------------------------------------------------ the daemon's hooks
 
     def recover(self, exit_status: int) -> list[Job]:
-        """Jobs that daemons no longer alive left running, as finished ``lost`` jobs."""
+        """Jobs that daemons no longer alive left: those they left running as finished
+        ``lost`` jobs, and the finished ones a clean stop kept, as they ended."""
         if self.base is None:
             return []
         lost: list[Job] = []
@@ -68,9 +69,10 @@ class Ledger:
                 lines = path.read_bytes().splitlines()
             except OSError:
                 continue
-            owner, running = _replay(lines)
+            owner, running, kept = _replay(lines)
             if owner is not None and _alive(owner):
                 continue
+            lost += [_kept_job(entry) for entry in kept]
             lost += [_lost_job(entry, owner, exit_status) for entry in running.values()]
             path.unlink(missing_ok=True)
         return lost
@@ -116,13 +118,25 @@ class Ledger:
         if held:
             self._write(b"".join(held))
 
-    def close(self) -> None:
-        """A clean exit: nothing is left running, so the file goes."""
+    def close(self, kept: list[Job] = ()) -> None:
+        """A clean exit: nothing is left running. The finished jobs the daemon still held
+        (``kept``: ended by this stop, or retained) are written for the next daemon, their
+        records without output or result; with none, the file goes."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-            if self.path is not None:
-                self.path.unlink(missing_ok=True)
+        if self.path is None:
+            return
+        if not kept:
+            self.path.unlink(missing_ok=True)
+            return
+        try:
+            with open(self.path, "wb", opener=_private) as f:
+                f.write(_line({"owner": self.owner}))
+                f.writelines(_line({"kept": _kept_entry(job)}) for job in kept)
+        except OSError as exc:
+            log.warning("cannot keep the finished jobs for the next daemon in %s: %s",
+                        self.path, exc.strerror)
 
     # ------------------------------------------------------------ the file
 
@@ -158,10 +172,13 @@ def _line(record: dict[str, Any]) -> bytes:
     return dump_json(record) + b"\n"
 
 
-def _replay(lines: list[bytes]) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
-    """The owner a ledger file names and the jobs it left queued or running."""
+def _replay(lines: list[bytes]) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]],
+                                         list[dict[str, Any]]]:
+    """The owner a ledger file names, the jobs it left queued or running, and the finished
+    ones a clean stop kept."""
     owner = None
     running: dict[str, dict[str, Any]] = {}
+    kept: list[dict[str, Any]] = []
     for raw in lines:
         try:
             record = load_json(raw)
@@ -178,7 +195,9 @@ def _replay(lines: list[bytes]) -> tuple[dict[str, Any] | None, dict[str, dict[s
                 running[str(entry["id"])] = entry
         elif "end" in record:
             running.pop(str(record["end"]), None)
-    return owner, running
+        elif isinstance(record.get("kept"), dict) and "id" in record["kept"]:
+            kept.append(record["kept"])
+    return owner, running, kept
 
 
 def _alive(owner: dict[str, Any]) -> bool:
@@ -189,6 +208,34 @@ def _alive(owner: dict[str, Any]) -> bool:
             proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.Error, KeyError, TypeError, ValueError):
         return False
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+_END_FIELDS = ("state", "exit_status", "error", "timed_out", "device")
+
+
+def _kept_entry(job: Job) -> dict[str, Any]:
+    end = {k: v for k, v in (job.done_header or {}).items() if k in _END_FIELDS}
+    # A call's result is not kept across the restart: the next daemon says so when asked.
+    if job.kind == "call" and job.state == "succeeded" and (job.result or job.result_files):
+        end["result_lost"] = True
+    return {**_entry(job), "finished": job.finished, "end": end}
+
+
+def _kept_job(entry: dict[str, Any]) -> Job:
+    job = Job(str(entry["id"]), str(entry.get("kind", "call")), str(entry.get("name", "")), {}, b"",
+              entry.get("client_pid"), entry.get("device"),
+              submitted=entry.get("submitted") or 0.0, state=RUNNING, started=entry.get("started"),
+              worker_pid=entry.get("worker_pid"))
+    end = entry.get("end") if isinstance(entry.get("end"), dict) else {}
+    header = {"state": str(end.get("state", LOST)), "exit_status": int(end.get("exit_status") or 0),
+              "error": end.get("error"), "restored": True,
+              **{k: end[k] for k in ("timed_out", "result_lost") if k in end}}
+    job.finish(header, at=entry.get("finished"))
+    return job
 
 
 def _lost_job(entry: dict[str, Any], owner: dict[str, Any] | None, exit_status: int) -> Job:

@@ -146,7 +146,7 @@ class Supervisor:
         self.check_idle()
         await self.lifecycle.done.wait()
         await self._let_clients_drain()
-        self.ledger.close()
+        self.ledger.close(kept=list(self.jobs.finished.values()))
         return 0
 
     async def serve(self) -> None:
@@ -177,12 +177,19 @@ class Supervisor:
             conn.close()
 
     def _recover_lost_jobs(self) -> None:
-        """Jobs a previous daemon on this socket died running: report them lost, not unknown."""
+        """Jobs a previous daemon on this socket died running: report them lost, not unknown;
+        and the finished jobs a previous daemon's clean stop kept: report them as they ended."""
+        kept = 0
         for job in self.ledger.recover(EXIT_LOST):
             self.jobs.jobs[job.id] = job
             self.jobs.retire(job)
+            if job.done_header.get("restored"):
+                kept += 1
+                continue
             log.warning("job %s lost: %s", job.id, job.done_header["error"]["message"],
                         extra={"JOB_ID": job.id, "JOB_STATE": job.state})
+        if kept:
+            log.info("%d finished job(s) kept from the previous daemon", kept)
         self.expiry.schedule()
 
     def _watchdog(self) -> None:
