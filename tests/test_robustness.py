@@ -334,16 +334,24 @@ def test_named_config_files_must_exist_and_sizes_take_every_unit(tmp_path):
         parse_size("0.5")
 
 
-def test_a_clean_stop_removes_the_socket_and_the_ledger(daemon):
+def test_a_clean_stop_removes_the_socket_and_leaves_only_the_jobs_it_kept(daemon):
+    def stop_and_look() -> list[str]:
+        assert daemon.socket.exists()
+        assert daemon.warmctl("shutdown").returncode == 0
+        assert daemon.proc.wait(timeout=30) == 0
+        return [p.name for p in daemon.socket.parent.iterdir() if p.name != "warmd.sock.lock"]
+
     with daemon.client() as client:
-        client.submit(helpers_jobs.add, 1, 1).result(timeout=30)
-    assert daemon.socket.exists()
-    r = daemon.warmctl("shutdown")
-    assert r.returncode == 0
-    daemon.proc.wait(timeout=30)
-    assert daemon.proc.returncode == 0
-    leftovers = [p.name for p in daemon.socket.parent.iterdir() if p.name != "warmd.sock.lock"]
-    assert leftovers == []
+        job = client.submit(helpers_jobs.add, 1, 1)
+        assert job.result(timeout=30) == 2
+    [ledger] = stop_and_look()  # the one finished job, for the next daemon
+    assert ledger.startswith("warmd.sock.jobs.") and job.job_id in (daemon.socket.parent / ledger).read_text()
+
+    daemon.start()
+    with daemon.client() as client:
+        assert [j.id for j in client.jobs()] == [job.job_id]
+        client.forget([job.job_id])
+    assert stop_and_look() == []  # nothing held: nothing left
 
 
 def test_a_daemon_crash_is_reported_as_lost_jobs_not_as_jobs_to_re_attach(make_daemon):

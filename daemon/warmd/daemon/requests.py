@@ -29,6 +29,11 @@ from .watch import Watchers
 
 log = logging.getLogger("warmd")
 
+
+def refuse(conn: ClientConnection, req: Any, code: str, message: str, **fields: Any) -> None:
+    """Answer request ``req`` with an error frame; the connection goes on."""
+    conn.send({"t": "error", "req": req, "code": code, "message": message, **fields})
+
 JOB_KINDS = ("call", "script", "code", "module")
 _CANDIDATES = 20  # jobs an ambiguous prefix lists
 
@@ -79,26 +84,23 @@ class Requests:
             conn.send({"t": "error", "code": E_BAD_REQUEST, "message": f"bad {kind[:40]!r} request: {exc}"})
             return
         if kind not in CLIENT_MESSAGES:
-            conn.send({"t": "error", "req": req, "code": E_UNKNOWN_TYPE,
-                       "message": f"unknown message type {kind[:40]!r}"})
+            refuse(conn, req, E_UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
             return
         if frame.files and kind != "submit":
-            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST,
-                       "message": f"a {kind} request takes no descriptors, and {len(frame.files)} came "
-                                  "with it (they were closed): only a submit carries them "
-                                  "(its buffers and stdin)"})
+            refuse(conn, req, E_BAD_REQUEST, f"a {kind} request takes no descriptors, and {len(frame.files)} came "
+                   "with it (they were closed): only a submit carries them "
+                   "(its buffers and stdin)")
             return
         handler = getattr(self, f"on_{kind}")
         try:
             handler(conn, frame, req)
         except BadRequest as exc:
-            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": f"bad {kind} request: {exc}"})
+            refuse(conn, req, E_BAD_REQUEST, f"bad {kind} request: {exc}")
         except Exception:  # a bug here must cost one request, not the connection or the daemon
             log.exception("internal error handling a %s request from client pid %s", kind, conn.pid,
                           extra={"CLIENT_PID": conn.pid})
-            conn.send({"t": "error", "req": req, "code": E_INTERNAL,
-                       "message": f"the daemon failed to handle this {kind} request (a bug in warmd: "
-                                  "its log has the traceback); the connection stays usable"})
+            refuse(conn, req, E_INTERNAL, f"the daemon failed to handle this {kind} request (a bug in warmd: "
+                   "its log has the traceback); the connection stays usable")
 
     def _greet(self, conn: ClientConnection, frame: Frame) -> None:
         sup = self.sup
@@ -126,15 +128,12 @@ class Requests:
             shown = exc.jobs[:_CANDIDATES]
             listed = ", ".join(f"{j.id} ({j.state}, {j.name[:30]})" for j in shown)
             more = f" and {len(exc.jobs) - len(shown)} more" if len(exc.jobs) > len(shown) else ""
-            conn.send({"t": "error", "req": req, "code": E_AMBIGUOUS_JOB, "job": ref,
-                       "candidates": [j.id for j in shown],
-                       "message": f"job id prefix {ref!r} matches {len(exc.jobs)} jobs: {listed}{more}; "
-                                  "type more of the id"})
+            refuse(conn, req, E_AMBIGUOUS_JOB, f"job id prefix {ref!r} matches {len(exc.jobs)} jobs: {listed}{more}; "
+                   "type more of the id", job=ref, candidates=[j.id for j in shown])
             return None
         if job is None:
-            conn.send({"t": "error", "req": req, "code": E_UNKNOWN_JOB, "job": ref,
-                       "message": f"no job {ref!r}: it never existed here or its result expired "
-                                  "(see 'warmctl jobs')"})
+            refuse(conn, req, E_UNKNOWN_JOB, f"no job {ref!r}: it never existed here or its result expired "
+                   "(see 'warmctl jobs')", job=ref)
         return job
 
     def _sent_end(self, conn: ClientConnection, job: Job) -> bool:
@@ -146,7 +145,7 @@ class Requests:
         return True
 
     def on_hello(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": "already greeted"})
+        refuse(conn, req, E_BAD_REQUEST, "already greeted")
 
     def on_ping(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         conn.send({"t": "pong", "req": req, "pid": os.getpid(), "version": __version__})
@@ -165,14 +164,13 @@ class Requests:
     def on_submit(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         sup = self.sup
         if sup.stopping:
-            conn.send({"t": "error", "req": req, "code": E_SHUTTING_DOWN,
-                       "message": "the daemon is shutting down; submit again in a moment"})
+            refuse(conn, req, E_SHUTTING_DOWN, "the daemon is shutting down; submit again in a moment")
             return
         refused = descriptors.refusal(frame.files)
         if refused is not None:  # the frame's descriptors close as it is dropped
             log.warning("refused a submit from client pid %s: %s", conn.pid, refused,
                         extra={"CLIENT_PID": conn.pid})
-            conn.send({"t": "error", "req": req, "code": E_DESCRIPTORS, "message": refused})
+            refuse(conn, req, E_DESCRIPTORS, refused)
             return
         h = frame.header
         kind = fields.choice(h, "kind", JOB_KINDS, "")
@@ -200,11 +198,10 @@ class Requests:
         device = h.get("device")
         problem = sup.placement.check_request(device)
         if problem:
-            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": problem})
+            refuse(conn, req, E_BAD_REQUEST, problem)
             return
         if sup.warmup_error and not any(w.state in LIVE for w in sup.workers.values()):
-            conn.send({"t": "error", "req": req, "code": E_NO_WORKERS,
-                       "message": sup.no_worker_message()})
+            refuse(conn, req, E_NO_WORKERS, sup.no_worker_message())
             return
         modules = _modules(conn, named)
         if modules:
@@ -215,16 +212,15 @@ class Requests:
         try:
             needs = sup.handoff.resolve(fields.texts(h, "needs"))
         except UnknownNeed as exc:
-            conn.send({"t": "error", "req": req, "code": E_UNKNOWN_JOB, "job": str(exc),
-                       "message": f"this job takes the result of job {exc}, which this daemon does "
-                                  "not hold (it never existed here or its result expired)"})
+            refuse(conn, req, E_UNKNOWN_JOB, f"this job takes the result of job {exc}, which this daemon does "
+                   "not hold (it never existed here or its result expired)", job=str(exc))
             return
         if needs:
             run["results"] = [n.id for n in needs]
         parent = sup.running_job_of(conn.pid)
         problem = sup.deadlock(parent) if parent is not None else None
         if problem:
-            conn.send({"t": "error", "req": req, "code": E_NO_WORKERS, "message": problem})
+            refuse(conn, req, E_NO_WORKERS, problem)
             return
         job = Job(sup.jobs.new_id(), kind, run["name"] or kind, run, frame.payload,
                   conn.pid, device, modules=modules, replay_limit=sup.replay_limit,
@@ -254,8 +250,7 @@ class Requests:
             return False
         if group.kind != "group" or not group.open:
             what = "is not a group" if group.kind != "group" else f"is closed ({group.state})"
-            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "job": group.id,
-                       "message": f"job {group.id} {what}: submit into an open group"})
+            refuse(conn, req, E_BAD_REQUEST, f"job {group.id} {what}: submit into an open group", job=group.id)
             return False
         return group
 
@@ -263,8 +258,7 @@ class Requests:
         """Open a group: a job that runs nowhere, listing the jobs submitted into it."""
         sup = self.sup
         if sup.stopping:
-            conn.send({"t": "error", "req": req, "code": E_SHUTTING_DOWN,
-                       "message": "the daemon is shutting down; open the group again in a moment"})
+            refuse(conn, req, E_SHUTTING_DOWN, "the daemon is shutting down; open the group again in a moment")
             return
         name = fields.text(frame.header, "name") or "group"
         attach = fields.boolean(frame.header, "attach", True)
@@ -336,7 +330,7 @@ class Requests:
             return
         made = rerun.again(job, self.sup.jobs.new_id(), conn.pid, self.sup.replay_limit)
         if isinstance(made, str):
-            conn.send({"t": "error", "req": req, "code": E_BAD_REQUEST, "message": made})
+            refuse(conn, req, E_BAD_REQUEST, made)
             return
         self.sup.submit(made)
         conn.write(encode({"t": "accepted", "req": req, "job": made.id}))
