@@ -26,7 +26,7 @@ from .client import reconnect as reconnects
 from .client.watch import WatchEvent, WatchFeed
 from .client.outcome import JobCancelled
 from .errors import ClientClosed, DaemonUnavailable, WarmdError
-from .protocol import E_SHUTTING_DOWN, Frame
+from .protocol import Frame
 from .receiver import BufferedReceiver
 from .unixtransport import UnixTransport
 
@@ -238,8 +238,7 @@ class AsyncClient:
             gone = self._gone
             self._write(data)
             frame = await waiter
-            if not (frame.type == "error" and frame.get("code") == E_SHUTTING_DOWN
-                    and self._reconnect_for and not self._closing):
+            if not reconnects.for_the_next_daemon(frame, self._reconnect_for, self._closing):
                 return raise_for(frame)
             # The daemon is stopping (a restart): ask the next one, once this one has let go.
             await gone.wait()

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any, Callable, TypeVar
 
 from ..errors import DaemonUnavailable, JobLost, WarmdError
+from ..protocol import E_SHUTTING_DOWN, Frame
 
 T = TypeVar("T")
 
@@ -39,6 +40,13 @@ def window(reconnect: bool | float) -> float:
 def worth_it(error: BaseException) -> bool:
     """Whether connecting again may help: the daemon went away, rather than refusing us."""
     return isinstance(error, DaemonUnavailable)
+
+
+def for_the_next_daemon(frame: Frame, window: float, closed: bool) -> bool:
+    """A refusal because the daemon is stopping (a restart), from a client that will connect
+    to the next one: the request goes there instead of failing."""
+    return (frame.type == "error" and frame.get("code") == E_SHUTTING_DOWN and bool(window)
+            and not closed)
 
 
 def delays(seconds: float) -> Iterator[float]:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from .. import fdpass
 from ..channel import Channel, send_wire
 from ..errors import ClientClosed, DaemonUnavailable, WarmdError
-from ..protocol import E_SHUTTING_DOWN, RECV_SIZE, Frame, Wire
+from ..protocol import RECV_SIZE, Frame, Wire
 from . import jobspec
 from . import reconnect as reconnects
 from .connect import connect, socket_path
@@ -182,7 +182,7 @@ class SyncConnection:
                     future._fail(lost)
             return
         if isinstance(waiter, JobFuture):
-            if self._stopping_daemon(delivery.frame):
+            if reconnects.for_the_next_daemon(delivery.frame, self._reconnect_for, self._closed):
                 with self._lock:  # sent again once connected to the next daemon
                     self._parked.append(waiter)
                 return
@@ -197,12 +197,6 @@ class SyncConnection:
         elif waiter is not None:
             waiter.frame = delivery.frame
             waiter.event.set()
-
-    def _stopping_daemon(self, frame: Frame) -> bool:
-        """A refusal because the daemon is stopping, when this client will connect to the
-        next one: the job goes there instead (a restart must not fail a submit)."""
-        return (frame.type == "error" and frame.get("code") == E_SHUTTING_DOWN
-                and bool(self._reconnect_for) and not self._closed)
 
     def _send(self, message: str, waiter: Pending | JobFuture, payload: bytes = b"", /,
               **fields: Any) -> None:
