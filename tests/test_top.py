@@ -232,6 +232,40 @@ def test_a_banner_while_the_daemon_is_away_and_gone_once_it_is_back(daemon, by):
     asyncio.run(main())
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_top_recovers_in_every_one_of_30_restarts(make_daemon):
+    """Killed (SIGKILL) or stopped cleanly in turn, the new daemon coming after a random
+    delay of 0 to 5 s (seeded): each time the banner shows, clears once the new daemon
+    answers, and a job of the new daemon appears in the table."""
+    import random
+    import signal
+    TopApp = textual_app()
+    daemon = make_daemon("[workers]\ncount = 1\nspares = 0\n")
+    rng = random.Random(20261208)
+
+    async def main() -> None:
+        app = TopApp(daemon.socket, autostart=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: app.connected, "the first snapshot")
+            for cycle in range(30):
+                if cycle % 2:
+                    await asyncio.to_thread(daemon.stop)
+                else:
+                    os.kill(daemon.pid, signal.SIGKILL)
+                    await asyncio.to_thread(daemon.stop)  # reaps it
+                await until(pilot, lambda: app.banner.display, f"the banner, cycle {cycle}")
+                await asyncio.sleep(rng.uniform(0, 5))  # the scenario: the daemon comes back later
+                await asyncio.to_thread(daemon.start)
+                await until(pilot, lambda: app.connected and not app.banner.display,
+                            f"the reconnect, cycle {cycle}")
+                async with AsyncClient(daemon.socket, autostart=False) as client:
+                    job = await client.run_code("pass", name=f"cycle {cycle}")
+                    await until(pilot, lambda: cell(app, job.id, "state") == "succeeded",
+                                f"a job of the new daemon, cycle {cycle}")
+    asyncio.run(main())
+
+
 def test_no_daemon_and_no_autostart_exits_unavailable(tmp_path):
     TopApp = textual_app()
 
