@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import distributed
-from distributed import Variable
 from distributed.scheduler import KilledWorker
 
 from .. import paths
@@ -20,7 +19,7 @@ from ..config import Config, load
 from ..errors import UnknownJob
 from .carry import CarriedEnd, CarriedJob
 from .jobs import DaskGroup, DaskJob
-from .workerside import WarmWorkers, cancel_here, daemon_here, run_job, start_mark
+from .workerside import KEY_PREFIX, RerunMarks, WarmWorkers, cancel_here, daemon_here, run_job
 
 SCATTER_BYTES = 1 << 20   # a job larger than this goes to a worker directly, not through the scheduler
 
@@ -60,6 +59,7 @@ class Client(concurrent.futures.Executor):
         self.reruns = reruns
         try:
             self.dask.register_plugin(plugin, name=plugin.name)
+            self.dask.register_plugin(RerunMarks())
             self.dask.subscribe_topic(self._topic, self._on_event)
         except BaseException:
             if self._owns:
@@ -172,7 +172,7 @@ class Client(concurrent.futures.Executor):
     def _submit(self, spec: CarriedJob, group: DaskGroup | None = None) -> DaskJob:
         if self._closed:
             raise RuntimeError("this warmd.dask.Client is closed")
-        key = f"warmd-{_slug(spec.name)}-{uuid.uuid4().hex}"
+        key = f"{KEY_PREFIX}{_slug(spec.name)}-{uuid.uuid4().hex}"
         job = DaskJob(self, key, spec.name, group)
         with self._lock:
             self._jobs[key] = job
@@ -207,14 +207,6 @@ class Client(concurrent.futures.Executor):
         finally:
             with self._lock:
                 self._jobs.pop(job.key, None)
-            self._forget_starts(job.key)
-
-    def _forget_starts(self, key: str) -> None:
-        """The scheduler's count of the job's starts (``workerside.run_job``), once it ended."""
-        try:
-            Variable(start_mark(key), client=self.dask).delete()
-        except Exception:  # the cluster is going: its scheduler forgets it anyway
-            pass
 
     def _cancel(self, jobs: list[DaskJob], mode: str) -> None:
         """Cancel ``jobs`` wherever they are: on every worker (running ones end once their

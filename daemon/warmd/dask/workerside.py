@@ -27,7 +27,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
-from distributed import Variable, WorkerPlugin, get_worker
+from distributed import SchedulerPlugin, WorkerPlugin, get_worker
 
 from ..localdaemon import LocalDaemon
 from .carry import CarriedEnd, CarriedJob, event_message
@@ -39,6 +39,8 @@ _SOCKET_MAX = 100          # a Unix socket path must fit in 108 bytes
 _TASK_LEFT = ("cancelled", "released", "forgotten")
 FLUSH_SECONDS = 0.02       # how long an event may wait to travel with the next ones
 FLUSH_EVENTS = 256
+KEY_PREFIX = "warmd-"       # every warmd job's Dask key starts so
+ATTEMPT = "warmd_attempt"  # the task annotation RerunMarks sets on a rerun
 FLUSH_BYTES = 64 << 10     # of output per message: the scheduler keeps a topic's last 1000 messages
 
 
@@ -187,9 +189,10 @@ def run_job(job: CarriedJob, plugin: str, topic: str, reruns: bool = False) -> C
     run twice unseen: a second start ends the job lost, unless ``reruns`` allows it, and
     then the client is told with a ``Rerun`` event first."""
     worker = get_worker()
-    key = str(worker.get_current_task())
+    task = worker.get_current_task()
+    key = str(task)
     send = lambda message: worker.log_event(topic, message)  # noqa: E731
-    attempt = _attempt(key)
+    attempt = _attempt(worker, task)
     if attempt > 1:
         if not reruns:
             return CarriedEnd.refused(
@@ -201,21 +204,29 @@ def run_job(job: CarriedJob, plugin: str, topic: str, reruns: bool = False) -> C
     return _plugin(worker, plugin).run(job, key, send)
 
 
-def start_mark(key: str) -> str:
-    """The name of the scheduler-held variable that counts the starts of ``key``'s task."""
-    return f"warmd-starts-{key}"
+class RerunMarks(SchedulerPlugin):
+    """On the scheduler: a warmd job's task sent back to be run again because the Dask
+    worker running it died carries its attempt number to the next worker, in its
+    annotations, which travel with the task (so the happy path pays no round trip)."""
+
+    name = "warmd-rerun-marks"
+    idempotent = True
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if start != "processing" or not str(key).startswith(KEY_PREFIX):
+            return
+        task = self.scheduler.tasks.get(key)
+        if task is not None and task.suspicious:  # a worker died while running it
+            task.annotations = {**(task.annotations or {}), ATTEMPT: task.suspicious + 1}
 
 
-def _attempt(key: str) -> int:
-    """This start's number for ``key``, counted on the scheduler (a rerun comes on another
-    worker, after the one before it died: the starts never overlap)."""
-    mark = Variable(start_mark(key))
-    try:
-        before = int(mark.get(timeout=0))
-    except TimeoutError:
-        before = 0
-    mark.set(before + 1)
-    return before + 1
+def _attempt(worker: Any, key: Any) -> int:
+    """This start's number for the task ``key`` (1 unless ``RerunMarks`` said otherwise)."""
+    task = worker.state.tasks.get(key)
+    return int(((task.annotations if task is not None else None) or {}).get(ATTEMPT, 1))
 
 
 async def cancel_here(keys: list[str], plugin: str, mode: str, dask_worker: Any = None) -> dict[str, str]:
