@@ -46,6 +46,25 @@ class WarmdPeer(Peer):
         self.client.close()
 
 
+class WarmdSessionPeer(Peer):
+    """warmd through a session: one held worker, each call straight to it."""
+    name = "warmd session"
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.client = daemon.client()
+        self.session = self.client.session(name="bench")
+
+    def call(self, fn, *args):
+        return self.session.submit(fn, *args).result()
+
+    def map(self, fn, items):
+        return list(self.session.map(fn, items))
+
+    def close(self) -> None:
+        self.session.close()
+        self.client.close()
+
+
 class PoolPeer(Peer):
     """concurrent.futures.ProcessPoolExecutor, spawn context, held open."""
     name = "ProcessPoolExecutor"

@@ -37,6 +37,7 @@ def _start_peers(daemon: Daemon, names: list[str], log: Callable[[str], None]) -
         try:
             made.append({"floor-socket": peers.SocketFloor, "floor-pickle": peers.PickleFloor,
                          "warmd": lambda: peers.WarmdPeer(daemon), "ppe": peers.PoolPeer,
+                         "warmd-session": lambda: peers.WarmdSessionPeer(daemon),
                          "warmpool": peers.WarmpoolPeer, "dask": peers.DaskPeer}[name]())
         except Exception as exc:  # a missing peer is reported loudly, the rest still run
             log(f"!!! PEER MISSING: {name} could not start: {type(exc).__name__}: {exc}")
@@ -50,7 +51,8 @@ def dispatch(cfg, log) -> list[dict]:
     rounds, per_round = cfg["dispatch_rounds"], cfg["dispatch_calls"] // cfg["dispatch_rounds"]
     with Daemon(WARMD_NOOP, "dispatch") as daemon:
         daemon.wait_warm(2)
-        ps = _start_peers(daemon, ["floor-socket", "floor-pickle", "warmd", "ppe", "warmpool", "dask"], log)
+        ps = _start_peers(daemon, ["floor-socket", "floor-pickle", "warmd", "warmd-session", "ppe",
+                                   "warmpool", "dask"], log)
         samples: dict[str, list[float]] = {p.name: [] for p in ps}
         try:
             for p in ps:
@@ -143,7 +145,7 @@ def throughput(cfg, log) -> list[dict]:
     rates: dict[tuple[str, str], list[float]] = {}
     with Daemon(WARMD_NOOP, "throughput") as daemon:
         daemon.wait_warm(2)
-        ps = _start_peers(daemon, ["floor-socket", "warmd", "ppe", "warmpool", "dask"], log)
+        ps = _start_peers(daemon, ["floor-socket", "warmd", "warmd-session", "ppe", "warmpool", "dask"], log)
         extra: dict[str, list[peers.Peer]] = {}
         try:
             for p in ps:

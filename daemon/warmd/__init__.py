@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (ClientClosed, ConfigError, DaemonUnavailable, FrameTooLarge, JobExit, JobLost, JobTimedOut, RemoteError,
-                     RequestFailed, UnknownJob, UnsafePath, VersionMismatch, WarmdError)
+                     RequestFailed, ResultElsewhere, SessionClosed, UnknownJob, UnsafePath, VersionMismatch,
+                     WarmdError)
 from .runtime import cancelled, device, job_id, on_code_change, progress, xp
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from .inplace import buffer, empty, zeros
 
 __all__ = ["Client", "JobFuture", "JobGroup", "GroupProgress", "ref", "ResultRef", "JobCancelled", "JobExit", "JobLost", "JobTimedOut", "RemoteError",
-           "RequestFailed", "ClientClosed", "ConfigError", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
+           "RequestFailed", "ClientClosed", "SessionClosed", "ResultElsewhere", "ConfigError", "UnknownJob", "UnsafePath", "VersionMismatch", "DaemonUnavailable", "WarmdError",
            "FrameTooLarge", "empty", "zeros", "buffer",
            "Output", "Log", "Progress", "ChildProgress", "StateChange", "Warming", "Gap", "Finished",
            "progress", "cancelled", "device", "xp", "job_id", "on_code_change", "__version__"]

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from .client import jobspec
 from .client.aioconn import AsyncConnection
 from .client.aiogroup import AsyncJobGroup
+from .client.aiosession import AsyncSession
 from .client.asyncjob import AsyncJob
 from .client.core import cancel_fields, job_rows, status_of
 from .client.events import Event, Finished
@@ -76,6 +77,11 @@ class AsyncClient(AsyncConnection):
         finally:
             await group.close()
         return await group.results(jobs)
+
+    async def session(self, name: str = "session", *, device: int | None = None) -> AsyncSession:
+        """A warm worker held for this client's calls (see ``warmd.Client.session``); use it
+        with ``async with``, or ``await session.close()``."""
+        return await AsyncSession.open(self, name, device)
 
     async def attach(self, job_id: str) -> AsyncJob:
         """Follow a job submitted elsewhere (by id or unique prefix): output so far, the rest

@@ -5,11 +5,13 @@ sides feed the same FrameReader from their transports.
 """
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from typing import Any
 
 from . import fdpass
+from .credentials import peer_credentials
 from .errors import ProtocolError
 from .protocol import DEFAULT_MAX_PAYLOAD, RECV_SIZE, Frame, FrameReader, Wire, encode_parts
 
@@ -70,3 +72,21 @@ class Channel:
             self.sock.close()
         except OSError:
             pass
+
+
+def take_socket(files: tuple) -> socket.socket | None:
+    """The one descriptor a session's "hold" or reply frame carries, as a socket of this
+    process's own; None when it is not a stream socket made by a process of this user."""
+    if len(files) != 1:
+        return None
+    descriptor = files[0]
+    fd, descriptor.fd = descriptor.fd, -1  # owned by the socket from here on
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or peer_credentials(sock)[1] != os.getuid():
+        sock.close()
+        return None
+    return sock

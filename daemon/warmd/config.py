@@ -170,6 +170,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "workers_per_device": (_int(1, max_workers), 1),
         "max_jobs": (_int(0), 0),
         "max_extra": (_int(0, max_workers), 4),
+        "session_release": (_choice("clean", "recycle"), "clean"),
         "max_rss": (parse_size, 0),
         "job_timeout": (parse_seconds, 0.0),
         "job_log_level": (_choice(*LOG_LEVELS), "warning"),

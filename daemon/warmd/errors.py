@@ -84,6 +84,20 @@ class JobLost(WarmdError):
         self.job_id = job_id
 
 
+class ResultElsewhere(WarmdError):
+    """A session's call succeeded, but its result went to its caller alone: the daemon
+    keeps the end of a session's call, never its value."""
+
+    def __init__(self, job_id: str, message: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class SessionClosed(WarmdError, RuntimeError):
+    """The session takes no more calls: it was closed, cancelled, or its worker died.
+    A RuntimeError, as ``Executor.submit`` after shutdown raises."""
+
+
 class JobExit(WarmdError):
     """The job called ``sys.exit(n)`` with a non-zero status."""
 

@@ -35,7 +35,7 @@ try:
 except ImportError:  # Debian 12 does not package it: the standard library's json does the same job
     orjson = None
 
-PROTOCOL_VERSION = 7
+PROTOCOL_VERSION = 8
 PREFIX = struct.Struct(">BBHI")
 DEFAULT_MAX_PAYLOAD = 256 * 1024 * 1024
 MAX_HEADER = 0xFFFF
@@ -80,7 +80,7 @@ def load_json(data: bytes | bytearray) -> Any:
 CLIENT_MESSAGES = frozenset({
     "hello", "ping", "source", "submit", "attach", "detach", "wait", "logs", "cancel",
     "status", "jobs", "shutdown", "resolve", "group", "group_close", "restart", "forget",
-    "watch", "unwatch",
+    "watch", "unwatch", "session", "session_close",
 })
 
 # Error codes in "error" frames.

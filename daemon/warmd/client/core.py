@@ -65,16 +65,20 @@ class ClientCore:
 
     def request(self, message: str, payload: bytes = b"", /, files: Any = (), buffer_bytes: int = 0,
                 **fields: Any) -> tuple[int, Wire]:
+        self.check_size(message, len(payload), buffer_bytes)
+        req = next(self._req)
+        return req, encode_parts({"t": message, "req": req, **fields}, payload, files)
+
+    def check_size(self, message: str, payload_bytes: int, buffer_bytes: int) -> None:
+        """FrameTooLarge when a request is over what the daemon (or its workers) accept."""
         limit = self.welcome.get("max_frame") if self.welcome is not None else None
-        if limit and len(payload) > limit:
-            raise FrameTooLarge(f"this {message} is {len(payload)} bytes, over the daemon's limit of "
+        if limit and payload_bytes > limit:
+            raise FrameTooLarge(f"this {message} is {payload_bytes} bytes, over the daemon's limit of "
                                 f"{limit} (daemon.max_frame): pass large data by path, not by value")
         cap = self.welcome.get("buffer_max") if self.welcome is not None else None
         if cap and buffer_bytes > cap:
             raise FrameTooLarge(f"this {message}'s arrays are {buffer_bytes} bytes, over the daemon's "
                                 f"limit of {cap} (buffers.max_bytes): pass them by path, or raise it")
-        req = next(self._req)
-        return req, encode_parts({"t": message, "req": req, **fields}, payload, files)
 
     def submit(self, request: JobRequest, device: int | None, attach: bool,
                group: str | None = None) -> tuple[int, Wire]:

@@ -107,7 +107,7 @@ class WorkerInfo:
 
     @property
     def live(self) -> bool:
-        return self.state in ("warming", "idle", "busy")
+        return self.state in ("warming", "idle", "busy", "held")
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "WorkerInfo":

@@ -5,7 +5,8 @@ import concurrent.futures
 from typing import Any
 
 from .. import oob
-from ..errors import JobExit, JobLost, JobTimedOut, RemoteError, RemoteTraceback, WarmdError
+from ..errors import (JobExit, JobLost, JobTimedOut, RemoteError, RemoteTraceback, ResultElsewhere,
+                      WarmdError)
 from .events import Finished
 
 
@@ -25,6 +26,9 @@ def result_of(end: Finished) -> Any:
             raise JobLost(end.job, f"job {end.job} succeeded, but warmd was restarted since and "
                                    "its result was not kept across the restart; submit it again")
         if not end.payload:
+            if end.info.get("result_elsewhere"):
+                raise ResultElsewhere(end.job, f"job {end.job} was a session's call: its result went to "
+                                               "its caller alone, and the daemon keeps none")
             return None
         import cloudpickle
         return oob.loads(end.payload, end.info.get("buffers"), end.files, cloudpickle.loads)

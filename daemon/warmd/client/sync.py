@@ -12,6 +12,7 @@ from .events import Event, Finished
 from .future import JobFuture
 from .group import JobGroup
 from .info import JobInfo, Status
+from .session import Session
 from .syncconn import SyncConnection
 from .watch import WatchEvent, WatchFeed
 
@@ -91,6 +92,14 @@ class Client(SyncConnection, concurrent.futures.Executor):
             return group.map(fn, *iterables, timeout=timeout)  # submits them all before it returns
         finally:
             group.close()
+
+    def session(self, name: str = "session", *, device: int | None = None) -> Session:
+        """A warm worker held for this client's calls, called directly: an Executor whose
+        calls all run there, their modules kept imported between them (see
+        ``warmd.client.session``). Blocks until a worker is free; refused (RequestFailed
+        "no_workers") when ``workers.max_extra`` sessions are open already. Close it (or
+        leave its ``with``) to let the worker go."""
+        return Session(self, name, device)
 
     def attach(self, job_id: str) -> JobFuture:
         """A future for a job submitted elsewhere: its output so far, the rest live, its result."""
@@ -191,7 +200,12 @@ class Client(SyncConnection, concurrent.futures.Executor):
         rest have ended, else at once, disconnecting when they have."""
         with self._lock:
             self._shut = True
-            pending = {f for fs in self._jobs.values() for f in fs}
+            sessions = list(self._sessions)
+        for session in sessions:  # each lets its worker go once its calls have ended
+            session.shutdown(wait=wait, cancel_futures=cancel_futures)
+        with self._lock:
+            pending = {f for s in sessions for f in s.pending()}
+            pending.update(f for fs in self._jobs.values() for f in fs)
             pending.update(r for r in self._requests.values() if isinstance(r, JobFuture))
             pending.update(self._parked)
         if cancel_futures:

@@ -44,6 +44,7 @@ class SyncConnection:
         self._shut = False  # shutdown() was called: no new jobs, the rest may still end
         self._broken: BaseException | None = None
         self._feed: WatchFeed | None = None      # this connection's watch, once asked for
+        self._sessions: set[Any] = set()         # sessions open (warmd.client.session), closed with it
         self._watch_start = threading.Lock()
         self._channel, self._core = self._open()
         self._online.set()

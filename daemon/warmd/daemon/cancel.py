@@ -154,7 +154,8 @@ class Canceller:
         if job.cancel.told or worker.cancel_fd is None:
             return
         try:
-            os.write(worker.cancel_fd, job.id.encode() + b"\n")  # under PIPE_BUF: one piece
+            # One line (under PIPE_BUF: one piece): the id, and why when it is a timeout.
+            os.write(worker.cancel_fd, job.id.encode() + (b" timeout\n" if job.timed_out else b"\n"))
             job.cancel.told = True
         except OSError as exc:  # a full pipe would mean a worker that stopped reading: it dies soon
             log.warning("cannot name job %s to worker pid %d: %s", job.id, worker.pid, exc,

@@ -8,6 +8,7 @@ from typing import Any, Iterable
 
 from .. import jobstdin, oob
 from ..config import MAX_INT, parse_seconds
+from ..protocol import LOG_LEVELS
 
 MAX_TEXT = 4096        # a name, a path, one argument
 MAX_ITEMS = 65536      # arguments of one job, modules named by one submit
@@ -84,6 +85,25 @@ def stdin(header: dict[str, Any], files: tuple) -> tuple[tuple, Any]:
 
 
 MAX_PRIORITY = 1_000_000
+
+
+def run_fields(header: dict[str, Any], kind: str, files: tuple, buffer_max: int) -> dict[str, Any]:
+    """What a worker acts on in a job's request, each field checked: a submit's, which the
+    daemon checks, and a session call's, which the worker checks as it comes straight from
+    the client."""
+    h = header
+    run = {"kind": kind, "argv": texts(h, "argv"), "cwd": text(h, "cwd", path=True),
+           "path": text(h, "path", required=kind == "script", path=True),
+           "module": text(h, "module", required=kind == "module"),
+           "name": text(h, "name"), "paths": texts(h, "paths"),
+           "buffers": buffers(h, files, buffer_max)}
+    env, env_mode = environment(h)
+    if env is not None:
+        run.update(env=env, env_mode=env_mode)
+    log_level = choice(h, "log_level", LOG_LEVELS, "")
+    if log_level:
+        run["log_level"] = log_level
+    return run
 
 
 def environment(header: dict[str, Any]) -> tuple[dict[str, str] | None, str]:

@@ -9,7 +9,9 @@ its owner (its group, else its parent), which makes a tree:
 - No job outlives its run: a node that ends with jobs still queued or running
   below it gets them cancelled.
 - A group ends when it is closed (or cancelled) and its jobs have ended:
-  succeeded if they all did, failed if any did not, cancelled if it was.
+  succeeded if they all did, failed if any did not, cancelled if it was. A
+  session (see ``sessions``) is a group whose jobs are its calls; how it ends is
+  the session's to say.
 - Progress rolls up: each ancestor hears a ``child`` event when a job below it
   reports progress or ends, with done/total over its descendants (one event
   per job at the least: a fan-out of small jobs stays cheap).
@@ -28,8 +30,12 @@ log = logging.getLogger("warmd")
 JobEvent = Callable[[Job, dict[str, Any], bytes], None]
 
 
+GROUPS = ("group", "session")  # kinds that run nowhere themselves, and list jobs below them
+
+
 class Host(Protocol):
     def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None: ...
+    def session_end(self, job: Job) -> dict[str, Any]: ...
 
 
 class Families:
@@ -131,7 +137,9 @@ class Families:
     def _maybe_end_group(self, group: Job) -> None:
         if group.open or group.finished_state or group.children_left:
             return
-        if group.cancel is not None:
+        if group.kind == "session":
+            header = self.host.session_end(group)
+        elif group.cancel is not None:
             header = cancelled_header("the group was cancelled")
         elif group.children_failed:
             header = {"state": FAILED, "exit_status": 1,
@@ -149,7 +157,7 @@ class Families:
         """Cancel ``job`` and every job below it. Returns "pending" (the requester is answered
         when all have ended), "removed" or "finished", as ``Canceller.cancel`` does."""
         below = self.unfinished_below(job)
-        if not below and job.kind != "group":
+        if not below and job.kind not in GROUPS:
             return self.cancels.cancel(job, stage, interrupt_grace, terminate_grace, requester)
         if job.finished_state and not below:
             return "finished"
@@ -164,12 +172,12 @@ class Families:
                     terminate_grace: float | None = None) -> None:
         # Groups first (closed and marked, so they end cancelled), queued jobs next (no new
         # one starts while the running ones are being stopped), running ones last.
-        groups = [n for n in nodes if n.kind == "group" and not n.finished_state]
+        groups = [n for n in nodes if n.kind in GROUPS and not n.finished_state]
         for group in groups:
             group.open = False
             if group.cancel is None:
                 group.cancel = Cancellation()
-        jobs = [n for n in nodes if n.kind != "group"]
+        jobs = [n for n in nodes if n.kind not in GROUPS]
         for job in sorted(jobs, key=lambda j: j.state == RUNNING):
             if not job.finished_state:
                 self.cancels.cancel(job, stage, interrupt_grace, terminate_grace)

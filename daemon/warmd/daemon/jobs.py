@@ -137,7 +137,7 @@ class Job:
                 **({"timed_out": True} if self.timed_out else {}),
                 **_measured(done),
                 **({"children": {"done": self.descendants_done, "total": self.descendants}}
-                   if self.descendants or self.kind == "group" else {})}
+                   if self.descendants or self.kind in ("group", "session") else {})}
 
 
 def _measured(done: dict[str, Any]) -> dict[str, Any]:

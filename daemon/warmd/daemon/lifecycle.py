@@ -98,7 +98,7 @@ class Lifecycle:
             for job in self.jobs.running():
                 self.cancels.cancel(job, "terminate", None, None)
         for worker in list(self.pool.workers.values()):
-            if worker.state == WorkerState.IDLE:
+            if worker.state == WorkerState.IDLE or (worker.state == WorkerState.HELD and worker.job is None):
                 self.pool.stop(worker)
             elif worker.state == WorkerState.STARTING:
                 self.pool.kill(worker)
@@ -119,7 +119,7 @@ class Lifecycle:
             return
         if self.jobs.queue or self.jobs.running():
             return
-        for worker in self.pool.in_state(WorkerState.IDLE):
+        for worker in self.pool.in_state(WorkerState.IDLE) + self.pool.in_state(WorkerState.HELD):
             self.pool.stop(worker)
         if self.pool.workers or self.pool.pending_sweeps:
             return

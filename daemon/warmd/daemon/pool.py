@@ -1,6 +1,10 @@
 """Worker processes as an explicit state machine, and how they are started.
 
     STARTING --ready--> IDLE --run--> BUSY --done--> IDLE
+        |                |  ^
+        |           hold |  | released
+        |                v  |
+        |                HELD (a session's: its calls run there)
         |                 |             |
    warmup_failed        exit          dies / cancelled by kill
         v                 v             v
@@ -26,12 +30,13 @@ class WorkerState(enum.Enum):
     STARTING = "warming"
     IDLE = "idle"
     BUSY = "busy"
+    HELD = "held"
     STOPPING = "stopping"
     FAILED = "failed"
     EXITED = "exited"
 
 
-LIVE = frozenset({WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY})
+LIVE = frozenset({WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY, WorkerState.HELD})
 
 # Variables that belong to the daemon's own service manager, not to user code.
 _PRIVATE_ENV = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC",
@@ -59,6 +64,7 @@ class WorkerProcess:
     cancel_fd: int | None = None   # write end of the pipe that names jobs to cancel (see supervisor)
     held: Job | None = None        # sent to run after ``job``; still queued as far as clients know
     skipping: set[str] = field(default_factory=set)  # held jobs cancelled before they started
+    session: Any = None            # the session holding it (daemon.sessions.Session)
     spawned: float = field(default_factory=time.monotonic)
     warmup_step: str | None = None  # the warm-up step running now, as the worker last said
     observer: Any = None            # called with the worker after each move (the watch stream)
@@ -92,6 +98,7 @@ class WorkerProcess:
         return {"slot": self.slot, "pid": self.pid, "pgid": self.pgid, "state": self.state.value,
                 "device": self.device, "token": self.token, "jobs_run": self.jobs_run,
                 "job": self.job.id if self.job else None, "held": self.held.id if self.held else None,
+                "session": self.session.job.id if self.session else None,
                 "progress": self.job.progress if self.job else None,
                 "warmup_seconds": self.warmup_seconds,
                 "warmup_step": self.warmup_step if self.state == WorkerState.STARTING else None,

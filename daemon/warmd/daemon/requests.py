@@ -11,7 +11,7 @@ import os
 from typing import Any, Protocol
 
 from .._version import __version__
-from ..protocol import (CLIENT_MESSAGES, LOG_LEVELS, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_DESCRIPTORS,
+from ..protocol import (CLIENT_MESSAGES, E_AMBIGUOUS_JOB, E_BAD_REQUEST, E_DESCRIPTORS,
                         E_INTERNAL, E_NO_WORKERS,
                         E_SHUTTING_DOWN, E_UNKNOWN_JOB, E_UNKNOWN_TYPE, E_VERSION, Frame, check_hello, dump_json,
                         encode, source_digest, source_frame)
@@ -23,6 +23,7 @@ from .connections import ClientConnection
 from .fields import BadRequest
 from .jobs import AmbiguousJob, Job, JobTable, ModuleCopy
 from .placement import Placement
+from .sessions import Sessions
 from .pool import LIVE, WorkerProcess
 from .streams import Cursor
 from .watch import Watchers
@@ -43,6 +44,7 @@ class Host(Protocol):
     jobs: JobTable
     workers: dict[int, WorkerProcess]
     placement: Placement
+    sessions: Sessions
     families: Families
     handoff: Handoff
     watch: Watchers
@@ -178,19 +180,9 @@ class Requests:
             raise BadRequest("kind is required (call, script, code or module)")
         # Everything the worker will act on is checked here: a bad value must not reach it.
         buffer_files, stdin = fields.stdin(h, frame.files)
-        run = {"kind": kind, "argv": fields.texts(h, "argv"), "cwd": fields.text(h, "cwd", path=True),
-               "path": fields.text(h, "path", required=kind == "script", path=True),
-               "module": fields.text(h, "module", required=kind == "module"),
-               "name": fields.text(h, "name"), "paths": fields.texts(h, "paths"),
-               "buffers": fields.buffers(h, buffer_files, sup.buffer_max)}
+        run = fields.run_fields(h, kind, buffer_files, sup.buffer_max)
         if stdin is not None:
             run["stdin"] = True  # the last of the job's descriptors, on its fd 0
-        env, env_mode = fields.environment(h)
-        if env is not None:
-            run.update(env=env, env_mode=env_mode)
-        log_level = fields.choice(h, "log_level", LOG_LEVELS, "")
-        if log_level:
-            run["log_level"] = log_level
         timeout = fields.seconds(h, "timeout")
         priority = fields.priority(h)
         attach = fields.boolean(h, "attach", True)
@@ -354,10 +346,17 @@ class Requests:
         self.sup.update_status()
 
     def on_cancel(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        h = frame.header
+        if h.get("session") is not None and fields.job_ref(h) not in self.sup.jobs.jobs:
+            # A session's call the daemon has not heard begin: it is skipped, if it has not.
+            outcome = self.sup.sessions.cancel_unlisted(conn, h["session"], fields.job_ref(h))
+            if outcome is not None:
+                conn.send({"t": "cancelled", "req": req, "job": h["job"], "outcome": outcome,
+                           "state": "cancelled"})
+                return
         job = self._job_or_error(conn, frame, req)
         if job is None:
             return
-        h = frame.header
         mode = fields.choice(h, "mode", STAGES, "interrupt")
         result = self.sup.families.cancel(job, mode, fields.seconds(h, "interrupt_grace"),
                                           fields.seconds(h, "terminate_grace"), (conn, req))
@@ -365,6 +364,31 @@ class Requests:
         if outcome:  # else the answer comes when the job's processes are gone
             conn.send({"t": "cancelled", "req": req, "job": job.id, "outcome": outcome,
                        "state": job.state})
+
+    def on_session(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        """Hold a worker for this client's calls; answered, with the channel to it, once held."""
+        sup = self.sup
+        if sup.stopping:
+            refuse(conn, req, E_SHUTTING_DOWN, "the daemon is shutting down; open the session again in a moment")
+            return
+        device = frame.header.get("device")
+        problem = sup.placement.check_request(device)
+        if problem:
+            refuse(conn, req, E_BAD_REQUEST, problem)
+            return
+        if sup.warmup_error and not any(w.state in LIVE for w in sup.workers.values()):
+            refuse(conn, req, E_NO_WORKERS, sup.no_worker_message())
+            return
+        problem = sup.sessions.open(conn, req, fields.text(frame.header, "name") or "session", device)
+        if problem:
+            refuse(conn, req, E_NO_WORKERS, problem)
+
+    def on_session_close(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
+        if not self.sup.sessions.close(conn, frame.header.get("session")):
+            refuse(conn, req, E_UNKNOWN_JOB, f"no open session {str(frame.header.get('session'))[:64]!r} "
+                   "of this connection")
+            return
+        conn.send({"t": "session_closed", "req": req})
 
     def on_resolve(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         job = self._job_or_error(conn, frame, req)

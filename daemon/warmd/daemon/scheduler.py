@@ -11,7 +11,8 @@ A parent waiting for its children holds its worker. So that parents can never
 fill the pool with children that cannot start, a busy worker whose job has
 children in the queue does not count against the capacity, for up to
 ``workers.max_extra`` such workers; the pool keeps one more worker warm for each
-(see ``workerpool``), and lets it go when no parent runs.
+(see ``workerpool``), and lets it go when no parent runs. It does the same for each
+open session (see ``sessions``), whose held worker runs no queued job.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ JobEvent = Callable[[Job, dict[str, Any]], None]
 class Scheduler:
     def __init__(self, jobs: JobTable, workers: WorkerPool, placement: Placement,
                  limits: dict[str, Any], ledger: Ledger, job_event: JobEvent, handoff: Handoff,
-                 timeouts: Timeouts) -> None:
+                 timeouts: Timeouts, sessions_first: Callable[[], None] = lambda: None,
+                 sessions_wanted: Callable[[], Counter] = Counter) -> None:
         self.jobs = jobs
         self.pool = workers
         self.workers = workers.workers
@@ -45,9 +47,12 @@ class Scheduler:
         self.job_event = job_event
         self.handoff = handoff
         self.timeouts = timeouts
+        self.sessions_first = sessions_first    # sessions waiting for a worker go before jobs
+        self.sessions_wanted = sessions_wanted  # a worker each, beyond the placement
 
     def dispatch(self) -> None:
         """Hand queued jobs to idle workers, within the running-job capacity."""
+        self.sessions_first()
         # Worked out once per call: which parents wait changes only as their children start,
         # and a parent exempted a moment too long costs at most max_extra slots.
         exempt = {id(w) for w in self.waiting_parents(self.pool.in_state(WorkerState.BUSY))[:self.max_extra]}
@@ -91,8 +96,9 @@ class Scheduler:
             return
         parents = [w for w in self.workers.values()
                    if w.state == WorkerState.BUSY and w.job is not None and w.job.children_count]
-        if parents or self.pool.extra:
-            self.pool.want_extra(Counter(w.device for w in parents[:self.max_extra]))
+        sessions = self.sessions_wanted()
+        if parents or sessions or self.pool.extra:
+            self.pool.want_extra(Counter(w.device for w in parents[:self.max_extra]) + sessions)
 
     def deadlock(self, parent: Job) -> str | None:
         """Why a child of ``parent`` could never start, or None. Every worker a job may use is

@@ -39,7 +39,7 @@ def build(sup: Host) -> dict[str, Any]:
         "capacity": {"workers": sup.placement.capacity,
                      "spares": sup.placement.target - sup.placement.capacity,
                      "mode": "gpu" if sup.placement.gpu else "cpu",
-                     "extra": sum(sup.extra_workers.values()),  # kept warm for waiting parents
+                     "extra": sum(sup.extra_workers.values()),  # kept warm for sessions, waiting parents
                      "max_extra": sup.config["workers"]["max_extra"]},
         "devices": [d.to_json() for d in sup.placement.devices],
         "workers": [w.describe() for w in sorted(sup.workers.values(), key=lambda w: w.slot)],
@@ -60,7 +60,7 @@ def retry_in(sup: Host) -> float | None:
 def summary_line(sup: Host) -> str:
     """e.g. '2 workers warm (GPU0, GPU1), 1 spare, 1 running, 3 queued, 41 done'."""
     states = [w.state for w in sup.workers.values()]
-    warm = sum(1 for s in states if s in (WorkerState.IDLE, WorkerState.BUSY))
+    warm = sum(1 for s in states if s in (WorkerState.IDLE, WorkerState.BUSY, WorkerState.HELD))
     warming = states.count(WorkerState.STARTING)
     working = min(warm, sup.placement.capacity)
     extra = min(sum(sup.extra_workers.values()), warm - working)
@@ -68,8 +68,11 @@ def summary_line(sup: Host) -> str:
     counts = sup.jobs.counts()
     parts = [f"{working} worker{'s' if working != 1 else ''} warm ({sup.placement.describe()})",
              f"{spares} spare{'s' if spares != 1 else ''}"]
-    if extra:
-        parts.append(f"{extra} extra for waiting parents")
+    held = states.count(WorkerState.HELD)
+    if held:
+        parts.append(f"{held} held by session{'s' if held != 1 else ''}")
+    if extra > held:
+        parts.append(f"{extra - held} extra for waiting parents")
     if warming:
         parts.append(f"{warming} warming")
     parts += [f"{counts['running']} running", f"{counts['queued']} queued", f"{counts['done']} done"]

@@ -40,6 +40,7 @@ from .placement import Placement
 from .pool import WorkerProcess
 from .requests import Requests
 from .scheduler import Scheduler
+from .sessions import Sessions
 from .warmnotice import WarmupNotices
 from .workerframes import WorkerFrames
 from .watch import Watchers
@@ -88,10 +89,14 @@ class Supervisor:
         self.handoff = Handoff(self.jobs, self.finish_job)
         self.timeouts = Timeouts(self.call_later, self._time_out)
         self.scheduler = Scheduler(self.jobs, self.pool, placement, config["workers"], self.ledger,
-                                   self.job_event, self.handoff, self.timeouts)
+                                   self.job_event, self.handoff, self.timeouts,
+                                   sessions_first=lambda: self.sessions.serve(),
+                                   sessions_wanted=lambda: self.sessions.wanted())
+        self.sessions = Sessions(self, self.jobs, self.pool, placement, self.families, config["workers"],
+                                 self.scheduler.running, lambda job: self.watch.job(job, "submitted"))
         self.expiry = ResultExpiry(self.jobs, self.call_later)
         self.notices = WarmupNotices(self.jobs.queue, self.workers, self.job_event, self.call_later)
-        self.frames = WorkerFrames(self, self.pool, self.scheduler, self.notices, joblog, self.files)
+        self.frames = WorkerFrames(self, self.pool, self.scheduler, self.sessions, self.notices, joblog, self.files)
         self.lifecycle = Lifecycle(self, self.jobs, self.pool, self.families, listener, notifier,
                                    self.notices, config["cancel"], daemon_cfg["idle_exit"])
         self.requests = Requests(self)
@@ -232,6 +237,7 @@ class Supervisor:
                                                        "before it started"))
             else:
                 self.jobs.requeue(held)  # it never started: first in line again
+        self.sessions.worker_gone(worker)
         if job is not None:
             self.pool.after_exit(leftovers, lambda: self._job_worker_died(job, worker))
         elif leftovers:
@@ -303,7 +309,7 @@ class Supervisor:
                    files: tuple = (), file_bytes: int = 0) -> None:
         self.timeouts.ended(job)
         done = job.finish(end_header(job, header), payload, files, file_bytes)
-        job.fetched = bool(job.subscribers or job.waiters)
+        job.fetched = job.fetched or bool(job.subscribers or job.waiters)
         for conn in job.waiters:
             conn.write(done)
         job.waiters.clear()
@@ -318,12 +324,17 @@ class Supervisor:
         log_end(job, header, self.joblog.enabled)
         self.jobs.retire(job)
         self.watch.job(job, "ended")
+        if job.kind == "session":
+            self.sessions.ended(job)
         self.families.ended(job)
         if self.handoff.ended(job):
             self.dispatch()  # jobs that waited for this result may run now
         self.expiry.schedule()
         self.update_status()
         self.check_idle()
+
+    def session_end(self, job: Job) -> dict[str, Any]:
+        return self.sessions.end_header(job)
 
     def _time_out(self, job: Job) -> None:
         log.warning("job %s (%s) ran past its timeout of %g s: cancelling it", job.id, job.name,
@@ -351,6 +362,7 @@ class Supervisor:
         for group in list(conn.groups):  # a group its client left open ends with its jobs
             self.families.close_group(group)
         conn.groups.clear()
+        self.sessions.client_gone(conn)
         self.check_idle()
         self.check_stopped()
 

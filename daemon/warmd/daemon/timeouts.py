@@ -35,10 +35,18 @@ class Timeouts:
 
 def end_header(job: Job, header: dict[str, Any]) -> dict[str, Any]:
     """A timed-out job's end (one that ended well all the same stays as it is)."""
-    if not job.timed_out or header.get("state") == SUCCEEDED:
+    if not job.timed_out:
+        return header
+    return timed_out_end(header, job.id, job.name, job.timeout)
+
+
+def timed_out_end(header: dict[str, Any], job_id: str, name: str, timeout: float) -> dict[str, Any]:
+    """The end of a job cancelled for running past its timeout: the daemon's, and a session
+    worker's for the call's caller."""
+    if header.get("state") == SUCCEEDED:
         return header
     error = header.get("error") or {}
     return {**header, "state": "failed", "exit_status": EXIT_TIMED_OUT, "timed_out": True,
             "error": {"type": "TimeoutError", "traceback": error.get("traceback", ""),
-                      "message": f"job {job.id} ({job.name}) ran past its timeout of {job.timeout:g} s "
+                      "message": f"job {job_id} ({name}) ran past its timeout of {timeout:g} s "
                                  "and was cancelled"}}

@@ -22,7 +22,7 @@ def waiting_notice(workers: Iterable[WorkerProcess], now: float | None = None) -
     """The event fields for jobs that can only wait for warm-up, or None when a warm
     worker exists (they wait in the queue, not on warm-up) or none is warming."""
     workers = list(workers)
-    if any(w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in workers):
+    if any(w.state in (WorkerState.IDLE, WorkerState.BUSY, WorkerState.HELD) for w in workers):
         return None
     warming = [w for w in workers if w.state == WorkerState.STARTING]
     if not warming:

@@ -12,6 +12,7 @@ from .logs import JobOutputLog
 from .outputfiles import JobOutputFiles
 from .pool import WorkerProcess, WorkerState
 from .scheduler import Scheduler
+from .sessions import Sessions
 from .warmnotice import WarmupNotices
 from .workerpool import WorkerPool
 
@@ -30,9 +31,10 @@ class Host(Protocol):
 
 
 class WorkerFrames:
-    def __init__(self, host: Host, workers: WorkerPool, scheduler: Scheduler,
+    def __init__(self, host: Host, workers: WorkerPool, scheduler: Scheduler, sessions: Sessions,
                  notices: WarmupNotices, joblog: JobOutputLog, files: JobOutputFiles) -> None:
         self.host = host
+        self.sessions = sessions
         self.pool = workers
         self.scheduler = scheduler
         self.notices = notices
@@ -40,11 +42,12 @@ class WorkerFrames:
         self.files = files
         self._handlers: dict[str, Callable[[WorkerProcess, Frame], None]] = {
             "out": self._out, "log": self._log, "progress": self._progress, "done": self._done,
+            "began": self._began, "released": self._released,
             "warming": self._warming, "ready": self._ready, "warmup_failed": self._warmup_failed}
 
     def handle(self, worker: WorkerProcess, frame: Frame) -> None:
         handler = self._handlers.get(frame.type)
-        if frame.files and frame.type != "done":
+        if frame.files and (frame.type != "done" or frame.get("direct")):
             log.warning("worker pid %d sent %d descriptors with a %r frame, which takes none; "
                         "closed them", worker.pid, len(frame.files), frame.type,
                         extra={"WORKER_PID": worker.pid})
@@ -81,9 +84,17 @@ class WorkerFrames:
         if worker.job is not None:
             self.host.job_progress(worker.job, frame.header, frame.payload if frame.get("detail") else b"")
 
+    def _began(self, worker: WorkerProcess, frame: Frame) -> None:
+        self.sessions.began(worker, frame)
+
+    def _released(self, worker: WorkerProcess, frame: Frame) -> None:
+        self.sessions.released(worker, frame)
+
     def _done(self, worker: WorkerProcess, frame: Frame) -> None:
         job_id = frame.get("job")
-        if job_id in worker.skipping:
+        if frame.get("direct"):  # a session's call: its caller has the result
+            self.sessions.call_ended(worker, frame)
+        elif job_id in worker.skipping:
             worker.skipping.discard(job_id)  # cancelled before it started: answered
         elif worker.job is not None and job_id == worker.job.id:
             self._finished(worker, frame)

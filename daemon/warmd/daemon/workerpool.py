@@ -200,7 +200,8 @@ class WorkerPool:
         warming first, then the idle ones started last."""
         self._trim_handle = None
         surplus = Counter(w.device for w in self.live()) - (self.placement.wanted() + self.extra)
-        candidates = sorted((w for w in self.live() if w.state != WorkerState.BUSY and w.held is None),
+        candidates = sorted((w for w in self.live()
+                             if w.state not in (WorkerState.BUSY, WorkerState.HELD) and w.held is None),
                             key=lambda w: (w.state != WorkerState.STARTING, -w.spawned))
         for worker in candidates:
             if surplus[worker.device] > 0:

@@ -35,8 +35,10 @@ class OutputPump:
         sys.stdout.reconfigure(line_buffering=True, write_through=False)
         sys.stderr.reconfigure(line_buffering=True, write_through=False)
         self._poll = select.poll()
+        self._pending = select.poll()  # flush's own (a poll object serves one thread at a time)
         for r in self._readers:
             self._poll.register(r, select.POLLIN)
+            self._pending.register(r, select.POLLIN)
         self._thread = threading.Thread(target=self._run, name="warmd-output", daemon=True)
         self._thread.start()
 
@@ -62,13 +64,21 @@ class OutputPump:
                     break
                 self.channel.send_locked({"t": "out", "fd": target}, data)
 
-    def flush_then_send(self, header: dict, payload: bytes = b"", files: tuple = ()) -> None:
-        """Send ``header`` after everything written to fds 1 and 2 so far."""
+    def flush_then_send(self, header: dict | None, payload: bytes = b"", files: tuple = ()) -> None:
+        """Send ``header`` after everything written to fds 1 and 2 so far (None: only that)."""
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except (OSError, ValueError):
                 pass
         with self.channel.send_lock:
-            self._drain_locked()
+            if self._pending.poll(0):  # one system call when nothing waits, not a read per pipe
+                self._drain_locked()
+            if header is not None:
+                self.channel.send_locked(header, payload, files)
+
+    def send(self, header: dict, payload: bytes = b"", files: tuple = ()) -> None:
+        """Send ``header`` now, after the output already forwarded: for what is said between
+        jobs, when no output of theirs can be waiting."""
+        with self.channel.send_lock:
             self.channel.send_locked(header, payload, files)

@@ -45,12 +45,15 @@ class Outcome:
                 "error": self.error, **self.extra}
 
 
-def run(frame: Frame, is_cancelled, usercode: UserCode, limits: Limits) -> Outcome:
-    """Execute the job described by a "run" frame; never raises except KeyboardInterrupt."""
+def run(frame: Frame, is_cancelled, usercode: UserCode, limits: Limits, keep_modules: bool = False) -> Outcome:
+    """Execute the job described by a "run" frame; never raises except KeyboardInterrupt.
+    ``keep_modules``: a session's call, whose modules stay imported for its next calls."""
     header = frame.header
-    saved = _ProcessState.save()
+    saved = ProcessState.save()
     try:
-        os.chdir(header.get("cwd") or saved.cwd)
+        cwd = header.get("cwd") or saved.cwd
+        if cwd != saved.cwd:
+            os.chdir(cwd)
     except (OSError, TypeError, ValueError):
         pass  # the client's directory may not exist for the worker: stay where we are
     _apply_environment(header.get("env"), header.get("env_mode"))
@@ -70,7 +73,7 @@ def run(frame: Frame, is_cancelled, usercode: UserCode, limits: Limits) -> Outco
         return _exception_outcome(exc)
     finally:
         usercode.clear()
-        saved.restore()
+        saved.restore(forget_modules=not keep_modules)
     if header.get("kind") != "call":
         return Outcome("succeeded", 0)
     try:
@@ -205,7 +208,7 @@ def _owned(name: str) -> bool:
 
 def _apply_environment(env: dict[str, str] | None, mode: str | None) -> None:
     """The job's environment: ``env`` in place of the worker's ("replace") or on top of it
-    ("update"), the worker's own variables kept. ``_ProcessState`` puts it back after."""
+    ("update"), the worker's own variables kept. ``ProcessState`` puts it back after."""
     if env is None:
         return
     if mode != "update":
@@ -216,7 +219,7 @@ def _apply_environment(env: dict[str, str] | None, mode: str | None) -> None:
             os.environ[name] = value
 
 
-class _ProcessState:
+class ProcessState:
     """Interpreter state a job may change that must not leak into the next job."""
 
     def __init__(self) -> None:
@@ -230,11 +233,15 @@ class _ProcessState:
         self.streams = (sys.stdin, sys.stdout, sys.stderr)
 
     @classmethod
-    def save(cls) -> "_ProcessState":
+    def save(cls) -> "ProcessState":
         return cls()
 
-    def restore(self) -> None:
-        logging.getLogger().setLevel(self.log_level)
+    def restore(self, forget_modules: bool = True, forget_sent: bool = False) -> None:
+        """Put the saved state back; forget the user's modules imported since, those the
+        client sent by value too when ``forget_sent`` (a session's, at its end)."""
+        root = logging.getLogger()
+        if root.level != self.log_level:  # setLevel clears every logger's cache
+            root.setLevel(self.log_level)
         os.chdir(self.cwd)
         sys.argv[:] = self.argv
         sys.path[:] = self.path
@@ -248,9 +255,9 @@ class _ProcessState:
             os.environ._data.update(self.environ)  # type: ignore[attr-defined]
         # Forget the user's own modules this job imported from disk, so the next job re-reads
         # them; modules the client sent by value stay, checked against the next run's list.
-        for name in sys.modules.keys() - self.modules:
+        for name in (sys.modules.keys() - self.modules) if forget_modules else ():
             module = sys.modules.get(name)
-            if module is not None and is_user_module(module) and not hasattr(module, "__warmd_sha__"):
+            if module is not None and is_user_module(module) and (forget_sent or not hasattr(module, "__warmd_sha__")):
                 del sys.modules[name]
 
 

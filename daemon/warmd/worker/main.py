@@ -26,10 +26,13 @@ from collections import deque
 from typing import Any, Callable
 
 from .. import jobstdin, oob, proctree, runtime
-from ..channel import Channel
-from ..protocol import DEFAULT_MAX_PAYLOAD, Frame
+from ..channel import Channel, take_socket
+from ..daemon import fields
+from ..daemon.timeouts import timed_out_end
+from ..protocol import DEFAULT_MAX_PAYLOAD, Frame, source_digest
 from . import execute, peakrss
 from .capture import OutputPump
+from .direct import Inbox, check_call, direct_end, notice_of
 from .helpers import interpreter_helpers
 from .usercode import UserCode, warm_modules
 from .warmup import WarmupFailed, run_steps
@@ -47,8 +50,11 @@ class WorkerContext:
         self.cancel_requested = False
         self.cancel_fd = cancel_fd
         self.named: set[str] = set()  # jobs the daemon named in the cancel pipe
+        self.timed_out: set[str] = set()  # of those, the ones it cancelled for their timeout
         self.code_change: list[Callable[[frozenset[str]], None]] = []  # warmd.on_code_change
         self.pid = os.getpid()
+        self.token: str | None = None  # this warm-up's, told to the daemon when ready
+        self.rss = peakrss.PeakRss()   # each job's peak memory
         if cancel_fd is not None:
             os.set_inheritable(cancel_fd, False)  # the job's own programs have no use for it
 
@@ -62,7 +68,12 @@ class WorkerContext:
             if not data:  # the daemon is gone; the watch thread ends this worker
                 self.cancel_fd = None
                 break
-            self.named.update(data.decode("ascii", "replace").split())
+            for line in data.decode("ascii", "replace").splitlines():
+                words = line.split()
+                if words:
+                    self.named.add(words[0])
+                    if "timeout" in words[1:]:
+                        self.timed_out.add(words[0])
         return self.named
 
     # runtime.JobContext
@@ -158,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     # log_level sets it for that job alone (see execute).
     root.setLevel(str(setup.get("log_level") or "warning").upper())
     spare = proctree.snapshot_identities()  # helpers started by warm-up stay warm
-    peakrss.settle(peakrss.peak())  # the first job's peak is its own, not warm-up's
+    context.rss.settle(context.rss.peak())  # the first job's peak is its own, not warm-up's
     usercode = UserCode(warm_modules(), context.code_change)
-    pump.flush_then_send({"t": "ready", "pid": os.getpid(), "token": secrets.token_hex(8),
+    context.token = secrets.token_hex(8)
+    pump.flush_then_send({"t": "ready", "pid": os.getpid(), "token": context.token,
                           "steps": steps, "seconds": round(time.perf_counter() - started, 6),
                           **({"gpu": gpu.ready_info()} if gpu is not None else {})})
     signal.signal(signal.SIGINT, context.on_sigint)
@@ -168,10 +180,22 @@ def main(argv: list[str] | None = None) -> int:
     limits = execute.Limits(int(setup.get("max_frame") or DEFAULT_MAX_PAYLOAD),
                             int(setup.get("buffer_min") or oob.MIN_BUFFER), int(setup.get("buffer_max") or 0))
     channel.reader.max_payload = limits.max_frame  # a run's payload may be as large as the daemon allows
-    waiting: deque[Frame] = deque()  # runs that arrived while the worker waited for "resume"
+    inbox = Inbox(channel)
+    held: execute.ProcessState | None = None  # the worker's state when a session took it
     while True:
-        frame = waiting.popleft() if waiting else channel.recv()
-        if frame is None or frame.type == "exit":
+        frame, direct = inbox.next()
+        if frame is None:
+            return 0
+        if direct:  # from the client of the session holding this worker
+            if frame.type == "source" and source_digest(str(frame.get("path")), frame.payload) == frame.get("sha"):
+                usercode.add_source(frame.header, frame.payload)
+            elif frame.type == "call":
+                job_id = run_call(frame, context, spare, usercode, limits, gpu, inbox)
+                frame = None
+                if job_id is not None and not _settled(context, channel, usercode, inbox, job_id):
+                    return 0
+            continue
+        if frame.type == "exit":
             return 0
         if frame.type == "source":
             usercode.add_source(frame.header, frame.payload)
@@ -186,17 +210,41 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             run_job(frame, context, spare, usercode, limits, gpu=gpu)
             frame = None  # its buffers' memfds close now, not when the next frame comes
-            if job_id in context.read_cancels() and not _wait_for_resume(channel, usercode, waiting,
-                                                                        job_id):
+            if not _settled(context, channel, usercode, inbox, job_id):
                 return 0
-            context.named.discard(job_id)
         elif frame.type == "resume":
             context.named.discard(frame.get("job"))  # named after the worker had gone on
+        elif frame.type == "hold":
+            sock = take_socket(frame.files)
+            if sock is None:
+                pump.flush_then_send({"t": "released", "session": frame.get("session"),
+                                      "error": "the session's channel did not arrive whole"})
+                continue
+            held = execute.ProcessState.save()
+            inbox.hold(str(frame.get("session")), sock, limits.max_frame)
+        elif frame.type == "release":
+            session = inbox.session
+            inbox.release()
+            if held is not None:  # what the session's calls imported goes with it
+                held.restore(forget_sent=True)
+                held = None
+            pump.flush_then_send({"t": "released", "session": session})
+
+
+def _settled(context: WorkerContext, channel: Channel, usercode: UserCode, inbox: Inbox,
+             job_id: str) -> bool:
+    """After a job: if the daemon named it for cancel, wait for its word before going on."""
+    if job_id in context.read_cancels() and not _wait_for_resume(channel, usercode, inbox.waiting, job_id):
+        return False
+    context.named.discard(job_id)
+    context.timed_out.discard(job_id)
+    return True
 
 
 def _wait_for_resume(channel: Channel, usercode: UserCode, waiting: deque[Frame], job_id: str) -> bool:
     """After a job the daemon named for cancel: keep what arrives, start nothing, until the
-    daemon has the job's end and says "resume" (False: told to exit, or the daemon is gone)."""
+    daemon has the job's end and says "resume" (False: told to exit, or the daemon is gone).
+    A session's calls wait in their own socket."""
     while True:
         frame = channel.recv()
         if frame is None or frame.type == "exit":
@@ -205,8 +253,52 @@ def _wait_for_resume(channel: Channel, usercode: UserCode, waiting: deque[Frame]
             return True
         if frame.type == "source":
             usercode.add_source(frame.header, frame.payload)
-        elif frame.type in ("result", "run"):
+        elif frame.type != "resume":
             waiting.append(frame)
+
+
+def run_call(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, float]],
+             usercode: UserCode, limits: execute.Limits, gpu: Any, inbox: Inbox) -> str | None:
+    """Run one of a session's calls: the daemon hears of it before it runs and after its
+    caller has its end. Returns its id once it ran (None: refused or skipped)."""
+    header = frame.header
+    info = {"worker_pid": context.pid, "token": context.token, "device": context.device(),
+            "started": time.time()}
+    job_id = header.get("job") if isinstance(header.get("job"), str) else ""
+    problem = check_call(header)
+    try:
+        run = fields.run_fields(header, "call", frame.files, limits.buffer_max) if not problem else {}
+        modules = fields.mapping(header, "modules")
+        timeout = fields.seconds(header, "timeout")
+    except fields.BadRequest as exc:
+        problem = str(exc)
+    if problem:  # answered to the client alone: the daemon never hears of a call that never was
+        inbox.reply(direct_end({"t": "done", "job": job_id, "state": "failed", "exit_status": 1,
+                                "error": {"type": "BadRequest", "message": problem, "traceback": ""}},
+                               info))
+        return None
+    context.pump.send({"t": "began", "job": job_id, "session": inbox.session,
+                                  "name": run["name"] or "call",
+                                  **({"timeout": timeout} if timeout is not None else {})})
+    if job_id in context.read_cancels():  # named before it began: it never runs
+        context.named.discard(job_id)
+        end = _skipped(job_id)
+        inbox.reply(direct_end(end, info))
+        context.pump.flush_then_send(notice_of(end, b""))
+        return None
+    if modules:
+        run["modules"] = modules
+
+    def reply(end: dict[str, Any], payload: bytes, files: tuple) -> None:
+        if job_id in context.timed_out:  # as the daemon says it, to the caller it did not reach
+            end = timed_out_end(end, job_id, run["name"] or "call", timeout or 0.0)
+        context.pump.flush_then_send(None)  # its output to the daemon first, as with any job
+        inbox.reply(direct_end(end, info), payload, files)
+        context.pump.send(notice_of(end, payload))  # the job is over: no output of its own left
+
+    run_job(Frame({**run, "t": "run", "job": job_id}, frame.payload, frame.files), context, spare,
+            usercode, limits, gpu=gpu, reply=reply)
+    return job_id
 
 
 def _skipped(job_id: str) -> dict[str, Any]:
@@ -238,7 +330,10 @@ def _watch_daemon(sock: socket.socket) -> None:
 
 
 def run_job(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, float]],
-            usercode: UserCode, limits: execute.Limits, gpu: Any = None) -> None:
+            usercode: UserCode, limits: execute.Limits, gpu: Any = None,
+            reply: Callable[[dict[str, Any], bytes, tuple], None] | None = None) -> None:
+    """Run one job and send its end: to the daemon, or through ``reply`` (a session's call,
+    whose modules then stay imported for the next)."""
     started = time.perf_counter()
     header = frame.header
     context.cancel_requested = False
@@ -250,7 +345,7 @@ def run_job(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, fl
         stdin.enter()  # before the job is current: no cancel interrupts it
         context.current_job = header["job"]
         try:
-            outcome = execute.run(frame, context.cancelled, usercode, limits)
+            outcome = execute.run(frame, context.cancelled, usercode, limits, keep_modules=reply is not None)
         finally:
             context.current_job = None
             stdin.restore()
@@ -262,14 +357,19 @@ def run_job(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, fl
     # No job process outlives its job: kill what it left behind, escaped ones included.
     leftovers = proctree.kill_descendants(spare | interpreter_helpers()) if proctree.has_children() else 0
     # Undo what the job may have changed in how this worker is reached and cancelled.
-    signal.signal(signal.SIGINT, context.on_sigint)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) != context.on_sigint:
+        signal.signal(signal.SIGINT, context.on_sigint)
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     context.pump.restore()
     if gpu is not None:  # device sync, peak pool use, memory policy: before the done frame
         outcome.extra["gpu"] = gpu.job_finished(outcome.error)
-    peak = peakrss.peak()
+    peak = context.rss.peak()
     outcome.extra.update(seconds=round(time.perf_counter() - started, 6), leftovers_killed=leftovers,
                          peak_rss=peak)
-    context.pump.flush_then_send({**outcome.header(), "job": header["job"]}, outcome.payload,
-                                 outcome.files)
-    peakrss.settle(peak)  # after the end went out: the next job's peak is its own
+    end = {**outcome.header(), "job": header["job"]}
+    if reply is None:
+        context.pump.flush_then_send(end, outcome.payload, outcome.files)
+    else:
+        reply(end, outcome.payload, outcome.files)
+    context.rss.settle(peak)  # after the end went out: the next job's peak is its own
