@@ -354,3 +354,16 @@ def test_32_clients_with_a_session_each_lose_nothing(make_daemon):
         assert len(sessions) == clients and all(j.state == "succeeded" for j in sessions)
         assert all(j.raw["children"]["done"] == calls for j in sessions)
         assert not [w for w in client.status().workers if w.state == "held"]
+
+
+def test_a_call_cancelled_before_the_daemon_heard_of_it_is_found_running(make_daemon, tmp_path):
+    d = make_daemon(FAST)
+    with d.client() as client, client.session() as session:
+        for i in range(5):
+            marker = str(tmp_path / f"started{i}")
+            call = session.submit(hs.started_then_sleep, marker)
+            wait_for_path(marker)  # running; the daemon hears of it only after capture.LATER
+            assert call.cancel() and call.cancelled()
+            row = until_state(client, call.job_id, ("cancelled",))
+            assert row.group == session.id and row.worker_pid == session.worker_pid
+        assert session.submit(hs.add, 1, 1).result() == 2

@@ -348,7 +348,7 @@ class Requests:
     def on_cancel(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         h = frame.header
         if h.get("session") is not None and fields.job_ref(h) not in self.sup.jobs.jobs:
-            # A session's call the daemon has not heard begin: it is skipped, if it has not.
+            # A session's call the daemon has not heard of: running (listed now), or skipped.
             outcome = self.sup.sessions.cancel_unlisted(conn, h["session"], fields.job_ref(h))
             if outcome is not None:
                 conn.send({"t": "cancelled", "req": req, "job": h["job"], "outcome": outcome,
@@ -357,6 +357,9 @@ class Requests:
         job = self._job_or_error(conn, frame, req)
         if job is None:
             return
+        session = self.sup.sessions.session_of(job) if job.kind == "session" else None
+        if session is not None:  # its running call, if the daemon has not heard of it yet
+            self.sup.sessions.list_running(session)
         mode = fields.choice(h, "mode", STAGES, "interrupt")
         result = self.sup.families.cancel(job, mode, fields.seconds(h, "interrupt_grace"),
                                           fields.seconds(h, "terminate_grace"), (conn, req))

@@ -31,6 +31,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from .. import callpage
 from ..memfd import Descriptor
 from ..protocol import encode_parts
 from . import fields
@@ -53,6 +54,7 @@ class Session:
     req: int | None                 # its open request: answered once a worker is held
     device: int | None
     worker: WorkerProcess | None = None
+    page: Any = None                # the call page it shares with its worker (see callpage)
     skipping: set[str] = field(default_factory=set)  # calls cancelled before they began
     ending: str | None = None       # why it ends, once it does: "closed", "client", "lost"
 
@@ -120,11 +122,12 @@ class Sessions:
 
     def _hold(self, session: Session, worker: WorkerProcess) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        page_fd, session.page = callpage.create()
         job = session.job
         session.worker, worker.session = worker, session
         worker.move(WorkerState.HELD)
         worker.connection.write(encode_parts({"t": "hold", "session": job.id}, b"",
-                                             [Descriptor(ours.detach())]))
+                                             [Descriptor(ours.detach()), Descriptor(page_fd)]))
         job.state, job.started, job.worker_pid, job.device = RUNNING, time.time(), worker.pid, worker.device
         session.conn.write(encode_parts(
             {"t": "session", "req": session.req, "session": job.id, "worker_pid": worker.pid,
@@ -137,29 +140,43 @@ class Sessions:
     # ---------------------------------------------------------------- calls
 
     def began(self, worker: WorkerProcess, frame: Any) -> None:
-        """A session's call starts on its worker: list it, below its session."""
+        """A session's call has begun on its worker (said after it had run a while, wrote,
+        or ended): list it, below its session."""
         session = worker.session
         job_id = frame.get("job")
         if session is None or not isinstance(job_id, str) or job_id in session.skipping:
             return  # cancelled before it began: the worker skips it
-        if job_id in self.jobs.jobs:
-            log.warning("session %s sent a call with the id of another job, %s: not listed",
-                        session.job.id, job_id, extra={"JOB_ID": job_id})
+        listed = self.jobs.jobs.get(job_id)
+        if listed is not None:
+            if listed is not worker.job:  # not one listed when a cancel found it running
+                log.warning("session %s sent a call with the id of another job, %s: not listed",
+                            session.job.id, job_id, extra={"JOB_ID": job_id})
             return
+        h = frame.header
         try:
-            name, timeout = fields.text(frame.header, "name") or "call", fields.seconds(frame.header, "timeout")
+            name, timeout = fields.text(h, "name") or "call", fields.seconds(h, "timeout")
         except fields.BadRequest:
             name, timeout = "call", None
+        started = h.get("started") if isinstance(h.get("started"), float) else None
+        job = self._list(session, worker, job_id, name, timeout or 0.0, started)
+        if session.ending is not None:  # its client is gone: nobody waits for it
+            self.families.cancel(job, "interrupt", None, None)
+
+    def _list(self, session: Session, worker: WorkerProcess, job_id: str, name: str, timeout: float,
+              started: float | None) -> Job:
         job = Job(job_id, "call", name, {}, b"", session.conn.pid, worker.device,
-                  replay_limit=self.host.replay_limit, timeout=timeout or 0.0)
+                  replay_limit=self.host.replay_limit, timeout=timeout)
+        if started is not None:
+            job.submitted = started
         if session.job.open:
             self.families.adopt(job, None, session.job)
         self.jobs.jobs[job.id] = job
         self.listed(job)
         worker.job = job
         self.started(job, worker)
-        if session.ending is not None:  # its client is gone: nobody waits for it
-            self.families.cancel(job, "interrupt", None, None)
+        if started is not None:
+            job.started = started  # when the worker started it, not when we heard
+        return job
 
     def call_ended(self, worker: WorkerProcess, frame: Any) -> None:
         job_id = frame.get("job")
@@ -193,10 +210,15 @@ class Sessions:
                 os.write(worker.cancel_fd, job_id.encode() + b"\n")
             except OSError:
                 return None
-        worker.connection.drain()  # a "began" already sent means it is running
+        worker.connection.drain()  # what it has said already: that the call began, or ended
         if job_id in self.jobs.jobs:
             return None
-        # The worker checks the pipe after it says a call began: this one it will skip.
+        # The worker writes a call's id in the page before it reads the pipe: a call the page
+        # does not name now has not been reached, and will be skipped.
+        running = callpage.read(session.page) if session.page is not None else None
+        if running is not None and running[0] == job_id and worker.job is None:
+            self._list(session, worker, job_id, "call", 0.0, running[1])
+            return None  # cancelled as the running job it is
         session.skipping.add(job_id)
         job = Job(job_id, "call", "call", {}, b"", conn.pid, worker.device,
                   replay_limit=self.host.replay_limit)
@@ -215,18 +237,45 @@ class Sessions:
         self._end(session, "closed")
         return True
 
+    def list_running(self, session: Session | None = None) -> None:
+        """List the calls that sessions' workers (or ``session``'s) run and have not told of
+        yet, as a cancel that reaches them needs them listed."""
+        for s in [session] if session is not None else list(self.open_sessions.values()):
+            worker = s.worker
+            if worker is None or worker.connection is None or s.page is None:
+                continue
+            worker.connection.drain()  # what it has said already
+            running = callpage.read(s.page)
+            if (running is not None and worker.job is None and running[0] not in self.jobs.jobs
+                    and running[0] not in s.skipping):
+                self._list(s, worker, running[0], "call", 0.0, running[1])
+
+    def session_of(self, job: Job) -> Session | None:
+        return self.open_sessions.get(job.id)
+
     def client_gone(self, conn: Any) -> None:
         for session in [s for s in self.open_sessions.values() if s.conn is conn]:
+            self.list_running(session)
             self._end(session, "client")
             if session.job.children_left:  # a call runs: nobody is left to take its result
                 self.families.cancel(session.job, "interrupt", None, None)
 
-    def worker_gone(self, worker: WorkerProcess) -> None:
+    def worker_gone(self, worker: WorkerProcess) -> Job | None:
+        """Its worker died: the session ends lost. Returns the call it was running that the
+        daemon had not heard of yet (listed now, to end as any job whose worker died)."""
         session = worker.session
-        if session is not None:
-            worker.session = None
-            session.worker = None
-            self._end(session, "lost")
+        if session is None:
+            return None
+        running = callpage.read(session.page) if session.page is not None else None
+        found = None
+        if (running is not None and worker.job is None and running[0] not in self.jobs.jobs
+                and running[0] not in session.skipping):
+            found = self._list(session, worker, running[0], "call", 0.0, running[1])
+            worker.job = None
+        worker.session = None
+        session.worker = None
+        self._end(session, "lost")
+        return found
 
     def _end(self, session: Session, why: str) -> None:
         if session.ending is None:
@@ -263,6 +312,9 @@ class Sessions:
         worker = session.worker
         if worker is not None and worker.state == WorkerState.HELD and worker.connection is not None:
             worker.connection.send({"t": "release", "session": job.id})
+        if session.page is not None:
+            session.page.close()
+            session.page = None
         log.info("session %s ended (%s)", job.id, session.ending or job.state, extra={"JOB_ID": job.id})
 
     def released(self, worker: WorkerProcess, frame: Any) -> None:

@@ -205,6 +205,8 @@ class Supervisor:
         self._loop.call_later(self.notifier.watchdog_interval, self._watchdog)
 
     def request_stop(self, reason: str, *, drain: bool = False) -> None:
+        if not drain:
+            self.sessions.list_running()  # so that they are cancelled with the rest
         self.lifecycle.request_stop(reason, drain=drain)
 
     def check_stopped(self) -> None:
@@ -237,7 +239,8 @@ class Supervisor:
                                                        "before it started"))
             else:
                 self.jobs.requeue(held)  # it never started: first in line again
-        self.sessions.worker_gone(worker)
+        unheard = self.sessions.worker_gone(worker)  # a session's call it had not told of yet
+        job = job or unheard
         if job is not None:
             self.pool.after_exit(leftovers, lambda: self._job_worker_died(job, worker))
         elif leftovers:

@@ -35,6 +35,7 @@ class Inbox:
         self.waiting: deque[Frame] = deque()  # the daemon's, kept while a cancelled job's end settles
         self.session: str | None = None
         self.direct: Channel | None = None
+        self.page: Any = None  # the call page shared with the daemon (see warmd.callpage)
 
     def next(self) -> tuple[Frame | None, bool]:
         """The next frame and whether it came from the session's client; (None, False) when
@@ -64,14 +65,18 @@ class Inbox:
             self._drop_direct()  # the client went away: the daemon releases this worker
         return self.daemon.recv(), False
 
-    def hold(self, session: str, sock: socket.socket, max_payload: int) -> None:
+    def hold(self, session: str, sock: socket.socket, page: Any, max_payload: int) -> None:
         self.release()
         self.session = session
         self.direct = Channel(sock, max_payload)
+        self.page = page
 
     def release(self) -> None:
         self._drop_direct()
         self.session = None
+        if self.page is not None:
+            self.page.close()
+            self.page = None
 
     def _drop_direct(self) -> None:
         if self.direct is not None:

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from .. import jobstdin, oob, proctree, runtime
+from .. import callpage, jobstdin, oob, proctree, runtime
 from ..channel import Channel, take_socket
 from ..daemon import fields
 from ..daemon.timeouts import timed_out_end
@@ -215,16 +215,19 @@ def main(argv: list[str] | None = None) -> int:
         elif frame.type == "resume":
             context.named.discard(frame.get("job"))  # named after the worker had gone on
         elif frame.type == "hold":
-            sock = take_socket(frame.files)
-            if sock is None:
+            sock = take_socket(frame.files[:1])
+            page = callpage.attach(frame.files[1].fd) if len(frame.files) == 2 else None
+            if sock is None or page is None:
                 pump.flush_then_send({"t": "released", "session": frame.get("session"),
                                       "error": "the session's channel did not arrive whole"})
                 continue
             held = execute.ProcessState.save()
-            inbox.hold(str(frame.get("session")), sock, limits.max_frame)
+            inbox.hold(str(frame.get("session")), sock, page, limits.max_frame)
+            pump.timed(True)
         elif frame.type == "release":
             session = inbox.session
             inbox.release()
+            pump.timed(False)
             if held is not None:  # what the session's calls imported goes with it
                 held.restore(forget_sent=True)
                 held = None
@@ -259,8 +262,9 @@ def _wait_for_resume(channel: Channel, usercode: UserCode, waiting: deque[Frame]
 
 def run_call(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, float]],
              usercode: UserCode, limits: execute.Limits, gpu: Any, inbox: Inbox) -> str | None:
-    """Run one of a session's calls: the daemon hears of it before it runs and after its
-    caller has its end. Returns its id once it ran (None: refused or skipped)."""
+    """Run one of a session's calls. The daemon hears that it began once it has run a while,
+    written or reported, or else with its end, after its caller has that end. Returns its id
+    once it ran (None: refused or skipped)."""
     header = frame.header
     info = {"worker_pid": context.pid, "token": context.token, "device": context.device(),
             "started": time.time()}
@@ -277,15 +281,31 @@ def run_call(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, f
                                 "error": {"type": "BadRequest", "message": problem, "traceback": ""}},
                                info))
         return None
-    context.pump.send({"t": "began", "job": job_id, "session": inbox.session,
-                                  "name": run["name"] or "call",
-                                  **({"timeout": timeout} if timeout is not None else {})})
+    # The page names the call before the pipe is read, and until its end has gone to the
+    # daemon: a cancel that finds it unnamed there knows it will be skipped (see callpage).
+    callpage.write(inbox.page, job_id, info["started"])
+    try:
+        return _run_call(frame, run, modules, timeout, info, context, spare, usercode, limits, gpu, inbox)
+    finally:
+        callpage.clear(inbox.page)
+
+
+def _run_call(frame: Frame, run: dict[str, Any], modules: dict[str, str], timeout: float | None,
+              info: dict[str, Any], context: WorkerContext, spare: frozenset[tuple[int, float]],
+              usercode: UserCode, limits: execute.Limits, gpu: Any, inbox: Inbox) -> str | None:
+    job_id = frame.header["job"]
     if job_id in context.read_cancels():  # named before it began: it never runs
         context.named.discard(job_id)
         end = _skipped(job_id)
         inbox.reply(direct_end(end, info))
-        context.pump.flush_then_send(notice_of(end, b""))
+        context.pump.send(notice_of(end, b""))
         return None
+    began = {"t": "began", "job": job_id, "session": inbox.session, "name": run["name"] or "call",
+             "started": info["started"], **({"timeout": timeout} if timeout is not None else {})}
+    if timeout is not None:
+        context.pump.send(began)  # the daemon times it from its start
+    else:  # with its first output, after LATER seconds, or with its end: see capture
+        context.pump.send_later(began)
     if modules:
         run["modules"] = modules
 
