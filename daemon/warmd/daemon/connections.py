@@ -162,6 +162,10 @@ class ClientConnection(BufferedReceiver):
         if self.transport is not None:
             self.transport.close()
 
+    def refuse(self, req: Any, code: str, message: str, **fields: Any) -> None:
+        """Answer request ``req`` with an error frame; the connection goes on."""
+        self.send({"t": "error", "req": req, "code": code, "message": message, **fields})
+
     def fail(self, code: str, message: str) -> None:
         """Tell the peer why, then hang up; the daemon keeps serving everyone else.
 

@@ -23,6 +23,7 @@ from .connections import ClientConnection
 from .fields import BadRequest
 from .jobs import AmbiguousJob, Job, JobTable, ModuleCopy
 from .placement import Placement
+from .sessionrequests import SessionRequests
 from .sessions import Sessions
 from .pool import LIVE, WorkerProcess
 from .streams import Cursor
@@ -30,10 +31,6 @@ from .watch import Watchers
 
 log = logging.getLogger("warmd")
 
-
-def refuse(conn: ClientConnection, req: Any, code: str, message: str, **fields: Any) -> None:
-    """Answer request ``req`` with an error frame; the connection goes on."""
-    conn.send({"t": "error", "req": req, "code": code, "message": message, **fields})
 
 JOB_KINDS = ("call", "script", "code", "module")
 _CANDIDATES = 20  # jobs an ambiguous prefix lists
@@ -71,7 +68,7 @@ class Host(Protocol):
     def update_status(self) -> None: ...
 
 
-class Requests:
+class Requests(SessionRequests):
     def __init__(self, supervisor: Host) -> None:
         self.sup = supervisor
 
@@ -86,23 +83,23 @@ class Requests:
             conn.send({"t": "error", "code": E_BAD_REQUEST, "message": f"bad {kind[:40]!r} request: {exc}"})
             return
         if kind not in CLIENT_MESSAGES:
-            refuse(conn, req, E_UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
+            conn.refuse(req, E_UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
             return
         if frame.files and kind != "submit":
-            refuse(conn, req, E_BAD_REQUEST, f"a {kind} request takes no descriptors, and {len(frame.files)} came "
-                   "with it (they were closed): only a submit carries them "
-                   "(its buffers and stdin)")
+            conn.refuse(req, E_BAD_REQUEST, f"a {kind} request takes no descriptors, and {len(frame.files)} came "
+                        "with it (they were closed): only a submit carries them "
+                        "(its buffers and stdin)")
             return
         handler = getattr(self, f"on_{kind}")
         try:
             handler(conn, frame, req)
         except BadRequest as exc:
-            refuse(conn, req, E_BAD_REQUEST, f"bad {kind} request: {exc}")
+            conn.refuse(req, E_BAD_REQUEST, f"bad {kind} request: {exc}")
         except Exception:  # a bug here must cost one request, not the connection or the daemon
             log.exception("internal error handling a %s request from client pid %s", kind, conn.pid,
                           extra={"CLIENT_PID": conn.pid})
-            refuse(conn, req, E_INTERNAL, f"the daemon failed to handle this {kind} request (a bug in warmd: "
-                   "its log has the traceback); the connection stays usable")
+            conn.refuse(req, E_INTERNAL, f"the daemon failed to handle this {kind} request (a bug in warmd: "
+                        "its log has the traceback); the connection stays usable")
 
     def _greet(self, conn: ClientConnection, frame: Frame) -> None:
         sup = self.sup
@@ -130,12 +127,12 @@ class Requests:
             shown = exc.jobs[:_CANDIDATES]
             listed = ", ".join(f"{j.id} ({j.state}, {j.name[:30]})" for j in shown)
             more = f" and {len(exc.jobs) - len(shown)} more" if len(exc.jobs) > len(shown) else ""
-            refuse(conn, req, E_AMBIGUOUS_JOB, f"job id prefix {ref!r} matches {len(exc.jobs)} jobs: {listed}{more}; "
-                   "type more of the id", job=ref, candidates=[j.id for j in shown])
+            conn.refuse(req, E_AMBIGUOUS_JOB, f"job id prefix {ref!r} matches {len(exc.jobs)} jobs: {listed}{more}; "
+                        "type more of the id", job=ref, candidates=[j.id for j in shown])
             return None
         if job is None:
-            refuse(conn, req, E_UNKNOWN_JOB, f"no job {ref!r}: it never existed here or its result expired "
-                   "(see 'warmctl jobs')", job=ref)
+            conn.refuse(req, E_UNKNOWN_JOB, f"no job {ref!r}: it never existed here or its result expired "
+                        "(see 'warmctl jobs')", job=ref)
         return job
 
     def _sent_end(self, conn: ClientConnection, job: Job) -> bool:
@@ -147,7 +144,7 @@ class Requests:
         return True
 
     def on_hello(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        refuse(conn, req, E_BAD_REQUEST, "already greeted")
+        conn.refuse(req, E_BAD_REQUEST, "already greeted")
 
     def on_ping(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         conn.send({"t": "pong", "req": req, "pid": os.getpid(), "version": __version__})
@@ -166,13 +163,13 @@ class Requests:
     def on_submit(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         sup = self.sup
         if sup.stopping:
-            refuse(conn, req, E_SHUTTING_DOWN, "the daemon is shutting down; submit again in a moment")
+            conn.refuse(req, E_SHUTTING_DOWN, "the daemon is shutting down; submit again in a moment")
             return
         refused = descriptors.refusal(frame.files)
         if refused is not None:  # the frame's descriptors close as it is dropped
             log.warning("refused a submit from client pid %s: %s", conn.pid, refused,
                         extra={"CLIENT_PID": conn.pid})
-            refuse(conn, req, E_DESCRIPTORS, refused)
+            conn.refuse(req, E_DESCRIPTORS, refused)
             return
         h = frame.header
         kind = fields.choice(h, "kind", JOB_KINDS, "")
@@ -190,10 +187,10 @@ class Requests:
         device = h.get("device")
         problem = sup.placement.check_request(device)
         if problem:
-            refuse(conn, req, E_BAD_REQUEST, problem)
+            conn.refuse(req, E_BAD_REQUEST, problem)
             return
         if sup.warmup_error and not any(w.state in LIVE for w in sup.workers.values()):
-            refuse(conn, req, E_NO_WORKERS, sup.no_worker_message())
+            conn.refuse(req, E_NO_WORKERS, sup.no_worker_message())
             return
         modules = _modules(conn, named)
         if modules:
@@ -204,15 +201,15 @@ class Requests:
         try:
             needs = sup.handoff.resolve(fields.texts(h, "needs"))
         except UnknownNeed as exc:
-            refuse(conn, req, E_UNKNOWN_JOB, f"this job takes the result of job {exc}, which this daemon does "
-                   "not hold (it never existed here or its result expired)", job=str(exc))
+            conn.refuse(req, E_UNKNOWN_JOB, f"this job takes the result of job {exc}, which this daemon does "
+                        "not hold (it never existed here or its result expired)", job=str(exc))
             return
         if needs:
             run["results"] = [n.id for n in needs]
         parent = sup.running_job_of(conn.pid)
         problem = sup.deadlock(parent) if parent is not None else None
         if problem:
-            refuse(conn, req, E_NO_WORKERS, problem)
+            conn.refuse(req, E_NO_WORKERS, problem)
             return
         job = Job(sup.jobs.new_id(), kind, run["name"] or kind, run, frame.payload,
                   conn.pid, device, modules=modules, replay_limit=sup.replay_limit,
@@ -242,7 +239,7 @@ class Requests:
             return False
         if group.kind != "group" or not group.open:
             what = "is not a group" if group.kind != "group" else f"is closed ({group.state})"
-            refuse(conn, req, E_BAD_REQUEST, f"job {group.id} {what}: submit into an open group", job=group.id)
+            conn.refuse(req, E_BAD_REQUEST, f"job {group.id} {what}: submit into an open group", job=group.id)
             return False
         return group
 
@@ -250,7 +247,7 @@ class Requests:
         """Open a group: a job that runs nowhere, listing the jobs submitted into it."""
         sup = self.sup
         if sup.stopping:
-            refuse(conn, req, E_SHUTTING_DOWN, "the daemon is shutting down; open the group again in a moment")
+            conn.refuse(req, E_SHUTTING_DOWN, "the daemon is shutting down; open the group again in a moment")
             return
         name = fields.text(frame.header, "name") or "group"
         attach = fields.boolean(frame.header, "attach", True)
@@ -322,7 +319,7 @@ class Requests:
             return
         made = rerun.again(job, self.sup.jobs.new_id(), conn.pid, self.sup.replay_limit)
         if isinstance(made, str):
-            refuse(conn, req, E_BAD_REQUEST, made)
+            conn.refuse(req, E_BAD_REQUEST, made)
             return
         self.sup.submit(made)
         conn.write(encode({"t": "accepted", "req": req, "job": made.id}))
@@ -347,19 +344,12 @@ class Requests:
 
     def on_cancel(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         h = frame.header
-        if h.get("session") is not None and fields.job_ref(h) not in self.sup.jobs.jobs:
-            # A session's call the daemon has not heard of: running (listed now), or skipped.
-            outcome = self.sup.sessions.cancel_unlisted(conn, h["session"], fields.job_ref(h))
-            if outcome is not None:
-                conn.send({"t": "cancelled", "req": req, "job": h["job"], "outcome": outcome,
-                           "state": "cancelled"})
-                return
+        if self.cancelled_unlisted(conn, frame, req):
+            return
         job = self._job_or_error(conn, frame, req)
         if job is None:
             return
-        session = self.sup.sessions.session_of(job) if job.kind == "session" else None
-        if session is not None:  # its running call, if the daemon has not heard of it yet
-            self.sup.sessions.list_running(session)
+        self.list_running_call(job)
         mode = fields.choice(h, "mode", STAGES, "interrupt")
         result = self.sup.families.cancel(job, mode, fields.seconds(h, "interrupt_grace"),
                                           fields.seconds(h, "terminate_grace"), (conn, req))
@@ -367,31 +357,6 @@ class Requests:
         if outcome:  # else the answer comes when the job's processes are gone
             conn.send({"t": "cancelled", "req": req, "job": job.id, "outcome": outcome,
                        "state": job.state})
-
-    def on_session(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        """Hold a worker for this client's calls; answered, with the channel to it, once held."""
-        sup = self.sup
-        if sup.stopping:
-            refuse(conn, req, E_SHUTTING_DOWN, "the daemon is shutting down; open the session again in a moment")
-            return
-        device = frame.header.get("device")
-        problem = sup.placement.check_request(device)
-        if problem:
-            refuse(conn, req, E_BAD_REQUEST, problem)
-            return
-        if sup.warmup_error and not any(w.state in LIVE for w in sup.workers.values()):
-            refuse(conn, req, E_NO_WORKERS, sup.no_worker_message())
-            return
-        problem = sup.sessions.open(conn, req, fields.text(frame.header, "name") or "session", device)
-        if problem:
-            refuse(conn, req, E_NO_WORKERS, problem)
-
-    def on_session_close(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
-        if not self.sup.sessions.close(conn, frame.header.get("session")):
-            refuse(conn, req, E_UNKNOWN_JOB, f"no open session {str(frame.header.get('session'))[:64]!r} "
-                   "of this connection")
-            return
-        conn.send({"t": "session_closed", "req": req})
 
     def on_resolve(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         job = self._job_or_error(conn, frame, req)
