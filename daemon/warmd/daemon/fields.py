@@ -87,15 +87,18 @@ def stdin(header: dict[str, Any], files: tuple) -> tuple[tuple, Any]:
 MAX_PRIORITY = 1_000_000
 
 
-def run_fields(header: dict[str, Any], kind: str, files: tuple, buffer_max: int) -> dict[str, Any]:
+def run_fields(header: dict[str, Any], kind: str, files: tuple, buffer_max: int,
+               checked_paths: list[str] | None = None) -> dict[str, Any]:
     """What a worker acts on in a job's request, each field checked: a submit's, which the
     daemon checks, and a session call's, which the worker checks as it comes straight from
-    the client."""
+    the client (``checked_paths``: the paths of its last call, checked then)."""
     h = header
+    paths = h.get("paths")
+    paths = paths if paths is not None and paths == checked_paths else texts(h, "paths")
     run = {"kind": kind, "argv": texts(h, "argv"), "cwd": text(h, "cwd", path=True),
            "path": text(h, "path", required=kind == "script", path=True),
            "module": text(h, "module", required=kind == "module"),
-           "name": text(h, "name"), "paths": texts(h, "paths"),
+           "name": text(h, "name"), "paths": paths,
            "buffers": buffers(h, files, buffer_max)}
     env, env_mode = environment(h)
     if env is not None:

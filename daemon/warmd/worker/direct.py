@@ -36,6 +36,7 @@ class Inbox:
         self.session: str | None = None
         self.direct: Channel | None = None
         self.page: Any = None  # the call page shared with the daemon (see warmd.callpage)
+        self.checked_paths: list[str] | None = None  # the last call's import paths, checked
 
     def next(self) -> tuple[Frame | None, bool]:
         """The next frame and whether it came from the session's client; (None, False) when

@@ -49,7 +49,7 @@ def run(frame: Frame, is_cancelled, usercode: UserCode, limits: Limits, keep_mod
     """Execute the job described by a "run" frame; never raises except KeyboardInterrupt.
     ``keep_modules``: a session's call, whose modules stay imported for its next calls."""
     header = frame.header
-    saved = ProcessState.save()
+    saved = ProcessState.save(modules=not keep_modules)
     try:
         cwd = header.get("cwd") or saved.cwd
         if cwd != saved.cwd:
@@ -222,19 +222,19 @@ def _apply_environment(env: dict[str, str] | None, mode: str | None) -> None:
 class ProcessState:
     """Interpreter state a job may change that must not leak into the next job."""
 
-    def __init__(self) -> None:
+    def __init__(self, modules: bool = True) -> None:
         self.log_level = logging.getLogger().level
         self.cwd = os.getcwd()
         self.argv = list(sys.argv)
         self.path = list(sys.path)
-        self.modules = set(sys.modules)
+        self.modules = set(sys.modules) if modules else set()  # not needed when none are forgotten
         # os.environ's raw bytes mapping: a C-level copy and compare, not a decode per variable.
         self.environ = dict(os.environ._data)  # type: ignore[attr-defined]
         self.streams = (sys.stdin, sys.stdout, sys.stderr)
 
     @classmethod
-    def save(cls) -> "ProcessState":
-        return cls()
+    def save(cls, modules: bool = True) -> "ProcessState":
+        return cls(modules)
 
     def restore(self, forget_modules: bool = True, forget_sent: bool = False) -> None:
         """Put the saved state back; forget the user's modules imported since, those the

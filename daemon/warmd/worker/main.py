@@ -13,6 +13,7 @@ kill meant for the job that ended can never reach the next one.
 """
 from __future__ import annotations
 
+import _signal
 import argparse
 import logging
 import os
@@ -271,7 +272,9 @@ def run_call(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, f
     job_id = header.get("job") if isinstance(header.get("job"), str) else ""
     problem = check_call(header)
     try:
-        run = fields.run_fields(header, "call", frame.files, limits.buffer_max) if not problem else {}
+        run = (fields.run_fields(header, "call", frame.files, limits.buffer_max, inbox.checked_paths)
+               if not problem else {})
+        inbox.checked_paths = run.get("paths")
         modules = fields.mapping(header, "modules")
         timeout = fields.seconds(header, "timeout")
     except fields.BadRequest as exc:
@@ -376,10 +379,11 @@ def run_job(frame: Frame, context: WorkerContext, spare: frozenset[tuple[int, fl
                                                      "message": "job cancelled", "traceback": ""})
     # No job process outlives its job: kill what it left behind, escaped ones included.
     leftovers = proctree.kill_descendants(spare | interpreter_helpers()) if proctree.has_children() else 0
-    # Undo what the job may have changed in how this worker is reached and cancelled.
-    if signal.getsignal(signal.SIGINT) != context.on_sigint:
+    # Undo what the job may have changed in how this worker is reached and cancelled. (The C
+    # module's getsignal: signal.getsignal wraps its answer in an enum, 7 µs a call.)
+    if _signal.getsignal(signal.SIGINT) != context.on_sigint:
         signal.signal(signal.SIGINT, context.on_sigint)
-    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    if _signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     context.pump.restore()
     if gpu is not None:  # device sync, peak pool use, memory policy: before the done frame
