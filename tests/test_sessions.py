@@ -367,3 +367,18 @@ def test_a_call_cancelled_before_the_daemon_heard_of_it_is_found_running(make_da
             row = until_state(client, call.job_id, ("cancelled",))
             assert row.group == session.id and row.worker_pid == session.worker_pid
         assert session.submit(hs.add, 1, 1).result() == 2
+
+
+def test_a_daemon_killed_mid_call_loses_the_call_and_the_client_goes_on(make_daemon, tmp_path):
+    d = make_daemon(FAST)
+    with d.client(reconnect=False) as client:
+        session = client.session()
+        marker = str(tmp_path / "started")
+        call = session.submit(hs.started_then_sleep, marker)
+        wait_for_path(marker)
+        os.kill(d.pid, signal.SIGKILL)  # its workers follow it: the session's channel closes
+        with pytest.raises(JobLost):
+            call.result(timeout=30)
+        with pytest.raises(SessionClosed):
+            session.submit(hs.add, 1, 1)
+        session.close()
