@@ -12,7 +12,7 @@ from ..unixtransport import UnixTransport
 from . import jobspec
 from .asyncjob import AsyncJob
 from ..errors import SessionClosed
-from .sessioncore import SessionCore, check_options
+from .sessioncore import SessionCore, SessionFacts, check_options
 
 
 class _Channel(BufferedReceiver):
@@ -26,7 +26,7 @@ class _Channel(BufferedReceiver):
         self.session._lost()
 
 
-class AsyncSession:
+class AsyncSession(SessionFacts):
     """A warm worker held for this client's calls (see ``Client.session``)."""
 
     def __init__(self, client: Any, reply: Any) -> None:
@@ -44,18 +44,6 @@ class AsyncSession:
     async def open(cls, client: Any, name: str, device: int | None) -> "AsyncSession":
         reply = await client._call("session", name=str(name), device=client.device if device is None else device)
         return cls(client, reply)
-
-    @property
-    def id(self) -> str:
-        return self._core.id
-
-    @property
-    def worker_pid(self) -> int | None:
-        return self._core.worker_pid
-
-    @property
-    def device(self) -> int | None:
-        return self._core.device
 
     async def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncJob:
         return self._send(self._client._core.call(fn, args, kwargs, self._client._modules))
@@ -102,9 +90,7 @@ class AsyncSession:
                 job._add(end)
 
     def _lost(self) -> None:
-        self._closing = self._closing or self._core.closed(
-            f"session {self.id} is over: its worker (pid {self.worker_pid}) went away (the session "
-            "was cancelled, or its worker died); open a new session")
+        self._closing = self._closing or self._core.gone()
         lost, self._jobs = self._jobs, {}
         for job_id, job in lost.items():
             job._fail(self._core.lost(job_id))

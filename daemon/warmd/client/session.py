@@ -19,10 +19,10 @@ from ..protocol import RECV_SIZE
 from . import jobspec
 from .future import JobFuture
 from ..errors import SessionClosed
-from .sessioncore import SessionCore, check_options
+from .sessioncore import SessionCore, SessionFacts, check_options
 
 
-class Session(concurrent.futures.Executor):
+class Session(SessionFacts, concurrent.futures.Executor):
     def __init__(self, client: Any, name: str = "session", device: int | None = None) -> None:
         client._check_open()
         reply = client._call("session", name=str(name), device=client.device if device is None else device)
@@ -40,19 +40,6 @@ class Session(concurrent.futures.Executor):
         self._reader.start()
         with client._lock:
             client._sessions.add(self)
-
-    @property
-    def id(self) -> str:
-        """The session's job id (``warmctl jobs`` lists its calls below it)."""
-        return self._core.id
-
-    @property
-    def worker_pid(self) -> int | None:
-        return self._core.worker_pid
-
-    @property
-    def device(self) -> int | None:
-        return self._core.device
 
     # ---------------------------------------------------------------- calls
 
@@ -114,9 +101,7 @@ class Session(concurrent.futures.Executor):
         except (OSError, ProtocolError):
             pass
         with self._lock:
-            self._closing = self._closing or self._core.closed(
-                f"session {self.id} is over: its worker (pid {self.worker_pid}) went away (the session "
-                "was cancelled, or its worker died); open a new session")
+            self._closing = self._closing or self._core.gone()
             lost, self._futures = self._futures, {}
         for job_id, future in lost.items():
             future._fail(self._core.lost(job_id))

@@ -71,8 +71,31 @@ class SessionCore:
                                f"{self.worker_pid}) went away during it: it died, or the session "
                                "was cancelled ('warmctl jobs' says which). Open a new session")
 
-    def closed(self, why: str = "") -> SessionClosed:
-        return SessionClosed(why or f"session {self.id} is closed: it takes no more calls; open a new one")
+    def closed(self) -> SessionClosed:
+        return SessionClosed(f"session {self.id} is closed: it takes no more calls; open a new one")
+
+    def gone(self) -> SessionClosed:
+        """Why the session takes no more calls once its channel has closed."""
+        return SessionClosed(f"session {self.id} is over: its worker (pid {self.worker_pid}) went away "
+                             "(the session was cancelled, or its worker died); open a new session")
+
+
+class SessionFacts:
+    """What both sessions tell of themselves (``Session``, ``AsyncSession``)."""
+    _core: SessionCore
+
+    @property
+    def id(self) -> str:
+        """The session's job id (``warmctl jobs`` lists its calls below it)."""
+        return self._core.id
+
+    @property
+    def worker_pid(self) -> int | None:
+        return self._core.worker_pid
+
+    @property
+    def device(self) -> int | None:
+        return self._core.device
 
 
 def check_options(options: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from .jobs import AmbiguousJob, Job, JobTable, ModuleCopy
 from .placement import Placement
 from .sessionrequests import SessionRequests
 from .sessions import Sessions
-from .pool import LIVE, WorkerProcess
+from .pool import WorkerProcess
 from .streams import Cursor
 from .watch import Watchers
 
@@ -185,12 +185,7 @@ class Requests(SessionRequests):
         attach = fields.boolean(h, "attach", True)
         named = fields.mapping(h, "modules")
         device = h.get("device")
-        problem = sup.placement.check_request(device)
-        if problem:
-            conn.refuse(req, E_BAD_REQUEST, problem)
-            return
-        if sup.warmup_error and not any(w.state in LIVE for w in sup.workers.values()):
-            conn.refuse(req, E_NO_WORKERS, sup.no_worker_message())
+        if self.refused_placement(conn, req, device):
             return
         modules = _modules(conn, named)
         if modules:

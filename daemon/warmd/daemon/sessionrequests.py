@@ -21,16 +21,24 @@ class SessionRequests:
             conn.refuse(req, E_SHUTTING_DOWN, "the daemon is shutting down; open the session again in a moment")
             return
         device = frame.header.get("device")
-        problem = sup.placement.check_request(device)
-        if problem:
-            conn.refuse(req, E_BAD_REQUEST, problem)
-            return
-        if sup.warmup_error and not any(w.state in LIVE for w in sup.workers.values()):
-            conn.refuse(req, E_NO_WORKERS, sup.no_worker_message())
+        if self.refused_placement(conn, req, device):
             return
         problem = sup.sessions.open(conn, req, fields.text(frame.header, "name") or "session", device)
         if problem:
             conn.refuse(req, E_NO_WORKERS, problem)
+
+    def refused_placement(self, conn: ClientConnection, req: Any, device: Any) -> bool:
+        """Refuse work (a job or a session) for a device the daemon has not, or while no worker
+        is alive because warm-up fails; True when refused."""
+        sup = self.sup
+        problem = sup.placement.check_request(device)
+        if problem:
+            conn.refuse(req, E_BAD_REQUEST, problem)
+            return True
+        if sup.warmup_error and not any(w.state in LIVE for w in sup.workers.values()):
+            conn.refuse(req, E_NO_WORKERS, sup.no_worker_message())
+            return True
+        return False
 
     def on_session_close(self, conn: ClientConnection, frame: Frame, req: Any) -> None:
         if not self.sup.sessions.close(conn, frame.header.get("session")):

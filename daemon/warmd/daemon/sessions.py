@@ -57,6 +57,7 @@ class Session:
     page: Any = None                # the call page it shares with its worker (see callpage)
     skipping: set[str] = field(default_factory=set)  # calls cancelled before they began
     ending: str | None = None       # why it ends, once it does: "closed", "client", "lost"
+    releasing: bool = False         # its worker has been told to let it go
 
 
 class Host(Protocol):
@@ -88,8 +89,9 @@ class Sessions:
 
     def open(self, conn: Any, req: int | None, name: str, device: int | None) -> str | None:
         """Open a session for ``conn``; None, or why it is refused."""
-        if len(self.open_sessions) >= self.max_sessions:
-            return (f"every worker a session may hold is taken: {len(self.open_sessions)} sessions are "
+        live = sum(1 for s in self.open_sessions.values() if s.ending is None)  # not those letting go
+        if live >= self.max_sessions:
+            return (f"every worker a session may hold is taken: {live} sessions are "
                     f"open (workers.max_extra = {self.max_sessions}); close one, or raise "
                     "workers.max_extra in the daemon's configuration")
         job = Job(self.jobs.new_id(), "session", name, {}, b"", conn.pid, device,
@@ -256,9 +258,9 @@ class Sessions:
     def client_gone(self, conn: Any) -> None:
         for session in [s for s in self.open_sessions.values() if s.conn is conn]:
             self.list_running(session)
+            for call in self.families.unfinished_below(session.job):  # nobody is left to take its result
+                self.families.cancel(call, "interrupt", None, None)
             self._end(session, "client")
-            if session.job.children_left:  # a call runs: nobody is left to take its result
-                self.families.cancel(session.job, "interrupt", None, None)
 
     def worker_gone(self, worker: WorkerProcess) -> Job | None:
         """Its worker died: the session ends lost. Returns the call it was running that the
@@ -278,15 +280,31 @@ class Sessions:
         return found
 
     def _end(self, session: Session, why: str) -> None:
+        """The session ends. A held worker is told to let it go, which it does after the call
+        it runs, and says so after it has told of every call: the session's job then ends
+        with all its calls counted (see ``released``)."""
         if session.ending is None:
             session.ending = why
-        job = session.job
         if session in self.waiting:
             self.waiting.remove(session)
+        worker = session.worker
+        if worker is not None and worker.connection is not None:
+            self._release(session, worker)
+        else:
+            self._close_job(session)
+        self.host.dispatch()
+
+    def _release(self, session: Session, worker: WorkerProcess) -> None:
+        if not session.releasing and worker.state == WorkerState.HELD:
+            session.releasing = True
+            worker.connection.send({"t": "release", "session": session.job.id})
+
+    def _close_job(self, session: Session) -> None:
+        """No more calls come: the session's job ends once those listed have."""
+        job = session.job
         job.open = False
         if not job.finished_state and not job.children_left:
             self.host.finish_job(job, self.end_header(job))
-        self.host.dispatch()
 
     def end_header(self, job: Job) -> dict[str, Any]:
         """How a session ends: succeeded when its client closed it, whatever its calls did."""
@@ -303,32 +321,41 @@ class Sessions:
         return {"state": SUCCEEDED, "exit_status": 0, "error": None, "jobs": job.children_count}
 
     def ended(self, job: Job) -> None:
-        """A session's job has ended: let its worker go."""
-        session = self.open_sessions.pop(job.id, None)
+        """A session's job has ended (closed, cancelled, or its worker died): once its worker
+        has let it go, it is forgotten."""
+        session = self.open_sessions.get(job.id)
         if session is None:
             return
+        worker = session.worker
+        if worker is not None and worker.connection is not None:
+            self._release(session, worker)  # cancelled: the worker has not been told yet
+        else:
+            self._forget(session)
+        log.info("session %s ended (%s)", job.id, session.ending or job.state, extra={"JOB_ID": job.id})
+
+    def _forget(self, session: Session) -> None:
+        self.open_sessions.pop(session.job.id, None)
         if session in self.waiting:
             self.waiting.remove(session)
-        worker = session.worker
-        if worker is not None and worker.state == WorkerState.HELD and worker.connection is not None:
-            worker.connection.send({"t": "release", "session": job.id})
         if session.page is not None:
             session.page.close()
             session.page = None
-        log.info("session %s ended (%s)", job.id, session.ending or job.state, extra={"JOB_ID": job.id})
 
     def released(self, worker: WorkerProcess, frame: Any) -> None:
-        """The worker has let its session go: back to the pool, or recycled."""
+        """The worker has let its session go, after telling of all its calls: the session's job
+        ends (as soon as those calls have), and the worker goes back to the pool or is recycled."""
         session = worker.session
         worker.session = None
-        if session is not None and session.job.id in self.open_sessions:
-            # It never held the session (its channel did not arrive): end it, with why.
+        if session is not None:
             session.worker = None
-            self.open_sessions.pop(session.job.id, None)
-            if not session.job.finished_state:
+            if frame.get("error") and not session.job.finished_state:  # it never held the session
+                session.job.open = False
                 self.host.finish_job(session.job, {"state": "failed", "exit_status": 1, "error": {
                     "type": "SessionFailed", "traceback": "",
                     "message": f"worker pid {worker.pid} could not take the session: {frame.get('error')}"}})
+            self._close_job(session)
+            if session.job.finished_state:
+                self._forget(session)
         if worker.state != WorkerState.HELD:
             return
         if self.recycle:
@@ -339,4 +366,3 @@ class Sessions:
         else:
             worker.move(WorkerState.IDLE)
         self.host.dispatch()
-
