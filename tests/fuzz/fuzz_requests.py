@@ -38,7 +38,7 @@ with atheris.instrument_imports(include=["warmd"]):
 MESSAGES = sorted(CLIENT_MESSAGES) + ["bogus", "event", "done"]
 KEYS = ["t", "req", "job", "kind", "name", "path", "cwd", "argv", "device", "attach", "modules",
         "since", "mode", "interrupt_grace", "terminate_grace", "sha", "proto", "python", "group",
-        "needs", "buffers", "paths"]
+        "needs", "buffers", "paths", "session"]
 
 
 class _Handle:
@@ -130,6 +130,7 @@ class Harness:
     def supervisor(self) -> tuple[Supervisor, list[str]]:
         sup = Supervisor(self.config, self.listener, "fuzz", self.placement, self.notifier, self.joblog)
         sup.bind_loop(self.loop)
+        sup.pool.spawn = lambda device: None  # no workers: a session asked for waits, none starts
         queued = sup.submit(Job(sup.jobs.new_id(), "code", "queued", {"kind": "code"}, b"pass", 1, None))
         ended = sup.submit(Job(sup.jobs.new_id(), "code", "ended", {"kind": "code"}, b"pass", 1, None))
         sup.job_event(ended, {"kind": "stdout"}, b"output\n")
