@@ -25,7 +25,7 @@ from typing import Any, Callable, Protocol
 import psutil
 
 from .. import proctree
-from .jobs import CANCELLED, QUEUED, Job, JobTable
+from .jobs import CANCELLED, EXIT_LOST, LOST, QUEUED, Job, JobTable
 from .pool import WorkerProcess, WorkerState
 
 log = logging.getLogger("warmd")
@@ -38,6 +38,17 @@ def cancelled_header(message: str) -> dict[str, Any]:
     """The end of a job that was cancelled."""
     return {"state": CANCELLED, "exit_status": EXIT_CANCELLED,
             "error": {"type": "Cancelled", "message": message, "traceback": ""}}
+
+
+def worker_died_header(job: Job, worker: WorkerProcess) -> dict[str, Any]:
+    """The end of a job whose worker exited under it: cancelled if a cancel was under way."""
+    if job.cancel is not None:
+        header = cancelled_header(f"job cancelled; its worker pid {worker.pid} was {worker.exit_description}")
+    else:
+        header = {"state": LOST, "exit_status": EXIT_LOST,
+                  "error": {"type": "WorkerDied", "traceback": "",
+                            "message": f"worker pid {worker.pid} died during the job ({worker.exit_description})"}}
+    return {**header, "token": worker.token, "device": worker.device}
 
 
 @dataclass(eq=False)

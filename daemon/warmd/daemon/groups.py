@@ -35,12 +35,13 @@ GROUPS = ("group", "session")  # kinds that run nowhere themselves, and list job
 
 class Host(Protocol):
     def finish_job(self, job: Job, header: dict[str, Any], payload: bytes = b"") -> None: ...
-    def session_end(self, job: Job) -> dict[str, Any]: ...
 
 
 class Families:
-    def __init__(self, host: Host, jobs: JobTable, cancels: Canceller, job_event: JobEvent) -> None:
+    def __init__(self, host: Host, jobs: JobTable, cancels: Canceller, job_event: JobEvent,
+                 session_end: Callable[[Job], dict[str, Any]] = lambda job: {}) -> None:
         self.host = host
+        self.session_end = session_end  # how a session ends is the session's to say (sessions.py)
         self.jobs = jobs
         self.cancels = cancels
         self.job_event = job_event
@@ -138,7 +139,7 @@ class Families:
         if group.open or group.finished_state or group.children_left:
             return
         if group.kind == "session":
-            header = self.host.session_end(group)
+            header = self.session_end(group)
         elif group.cancel is not None:
             header = cancelled_header("the group was cancelled")
         elif group.children_failed:

@@ -18,6 +18,7 @@ from .streams import DEFAULT_REPLAY_BYTES, Cursor, Replay
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, LOST = (
     "queued", "running", "succeeded", "failed", "cancelled", "lost")
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED, LOST})
+EXIT_LOST = 125  # exit status of a job whose worker died under it
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,14 @@ class JobTable:
     def add(self, job: Job) -> None:
         self.jobs[job.id] = job
         self._enqueue(job)
+
+    def restore(self, recovered: list[Job]) -> list[Job]:
+        """Retain the ended jobs a previous daemon left in the ledger; returns those it lost
+        (the rest, its clean stop kept)."""
+        for job in recovered:
+            self.jobs[job.id] = job
+            self.retire(job)
+        return [job for job in recovered if not job.done_header.get("restored")]
 
     def requeue(self, job: Job) -> None:
         """A job that never started goes back, first in line."""

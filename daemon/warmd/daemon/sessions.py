@@ -37,14 +37,12 @@ from ..protocol import encode_parts
 from . import fields
 from .cancel import cancelled_header
 from .groups import Families
-from .jobs import LOST, RUNNING, SUCCEEDED, Job, JobTable
+from .jobs import EXIT_LOST, LOST, RUNNING, SUCCEEDED, Job, JobTable
 from .placement import Placement
 from .pool import WorkerProcess, WorkerState
 from .workerpool import WorkerPool
 
 log = logging.getLogger("warmd")
-
-EXIT_LOST = 125
 
 
 @dataclass(eq=False)

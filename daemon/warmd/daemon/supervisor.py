@@ -23,13 +23,13 @@ from ..protocol import cloudpickle_version, python_version
 from ..unixtransport import UnixServer
 from . import status, streams
 from .batch import WriteBatch
-from .cancel import Canceller, cancelled_header
+from .cancel import Canceller, cancelled_header, worker_died_header
 from .connections import ClientConnection, WorkerConnection
 from .expiry import ResultExpiry
 from .groups import Families
 from .handoff import Handoff
 from .timeouts import Timeouts, end_header
-from .jobs import FAILED, LOST, QUEUED, Job, JobTable
+from .jobs import EXIT_LOST, FAILED, Job, JobTable, QUEUED
 from .ledger import Ledger
 from .lifecycle import Lifecycle
 from .listener import Listener
@@ -48,7 +48,6 @@ from .workerpool import WorkerPool
 
 log = logging.getLogger("warmd")
 
-EXIT_LOST = 125          # exit status of a job whose worker died under it
 _DRAIN_SECONDS = 5.0     # a stopped daemon waits this long for clients to read what is left
 
 
@@ -85,7 +84,8 @@ class Supervisor:
         self.pool = WorkerPool(self, placement, config, notifier.extend_timeout)
         self.workers = self.pool.workers
         self.cancels = Canceller(self, config["cancel"], self.call_later)
-        self.families = Families(self, self.jobs, self.cancels, self.job_event)
+        self.families = Families(self, self.jobs, self.cancels, self.job_event,
+                                 session_end=lambda job: self.sessions.end_header(job))
         self.handoff = Handoff(self.jobs, self.finish_job)
         self.timeouts = Timeouts(self.call_later, self._time_out)
         self.scheduler = Scheduler(self.jobs, self.pool, placement, config["workers"], self.ledger,
@@ -184,16 +184,12 @@ class Supervisor:
     def _recover_lost_jobs(self) -> None:
         """Jobs a previous daemon on this socket died running: report them lost, not unknown;
         and the finished jobs a previous daemon's clean stop kept: report them as they ended."""
-        kept = 0
-        for job in self.ledger.recover(EXIT_LOST):
-            self.jobs.jobs[job.id] = job
-            self.jobs.retire(job)
-            if job.done_header.get("restored"):
-                kept += 1
-                continue
+        recovered = self.ledger.recover(EXIT_LOST)
+        lost = self.jobs.restore(recovered)
+        for job in lost:
             log.warning("job %s lost: %s", job.id, job.done_header["error"]["message"],
                         extra={"JOB_ID": job.id, "JOB_STATE": job.state})
-        if kept:
+        if (kept := len(recovered) - len(lost)):
             log.info("%d finished job(s) kept from the previous daemon", kept)
         self.expiry.schedule()
 
@@ -255,16 +251,7 @@ class Supervisor:
             self.finish_job(job, _no_worker_header(error))
 
     def _job_worker_died(self, job: Job, worker: WorkerProcess) -> None:
-        if job.cancel is not None:
-            header = cancelled_header(f"job cancelled; its worker pid {worker.pid} was "
-                                      f"{worker.exit_description}")
-        else:
-            header = {"state": LOST, "exit_status": EXIT_LOST,
-                      "error": {"type": "WorkerDied", "traceback": "",
-                                "message": f"worker pid {worker.pid} died during the job "
-                                           f"({worker.exit_description})"}}
-        header.update(token=worker.token, device=worker.device)
-        self.finish_job(job, header)
+        self.finish_job(job, worker_died_header(job, worker))
         self.dispatch()
         self.check_stopped()
 
@@ -335,9 +322,6 @@ class Supervisor:
         self.expiry.schedule()
         self.update_status()
         self.check_idle()
-
-    def session_end(self, job: Job) -> dict[str, Any]:
-        return self.sessions.end_header(job)
 
     def _time_out(self, job: Job) -> None:
         log.warning("job %s (%s) ran past its timeout of %g s: cancelling it", job.id, job.name,
