@@ -158,6 +158,8 @@ class TopApp(App[int]):
             try:
                 await client.connect()
                 async for event in client.watch():
+                    if not self.is_running:  # shutting down: its tables may be gone already
+                        break
                     if isinstance(event, Disconnected):
                         reason = event.error
                         if event.reconnecting:  # the client connects again by itself
